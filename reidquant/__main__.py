@@ -1,0 +1,3 @@
+from reidquant.cli import main
+
+main()

@@ -1,0 +1,169 @@
+"""``python -m reidquant <command>``: every stage of the workflow, usable on its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from reidquant.errors import ReidQuantError
+
+
+def user_message(error: BaseException) -> str:
+    """One line for the user, also when the error was raised inside a DataLoader worker."""
+    text = str(error)
+    if "Original Traceback" in text:  # torch re-raises worker errors with the traceback inlined
+        for line in reversed(text.splitlines()):
+            if "ReidQuantError:" in line:
+                return line.split("ReidQuantError:", 1)[1].strip()
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def run_for_user(function, *args, **kwargs):
+    """Call ``function``; a user error becomes one line on stderr and exit status 1."""
+    try:
+        return function(*args, **kwargs)
+    except ReidQuantError as error:
+        print(f"reidquant: error: {user_message(error)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except Exception as error:
+        if isinstance(error, ReidQuantError) or "ReidQuantError" in str(error):
+            print(f"reidquant: error: {user_message(error)}", file=sys.stderr)
+            raise SystemExit(1) from None
+        raise
+
+
+def _synth(args) -> None:
+    from reidquant.synth import SynthSizes, generate
+
+    sizes = SynthSizes(train_ids=args.train_ids, test_ids=args.test_ids, images_per_camera=args.images_per_camera,
+                       cameras_per_id=args.cameras_per_id, distractors=args.distractors, junk=args.junk,
+                       multi_query_per_query=args.multi_query, seed=args.seed)
+    print(json.dumps(generate(Path(args.out), sizes)))
+
+
+def _prepare(args) -> None:
+    from reidquant.market import prepare
+
+    print(json.dumps(prepare(Path(args.raw), Path(args.out), require_full=args.require_full)))
+
+
+def _evaluate(args) -> None:
+    from reidquant.evaluate import evaluate_file, one_line
+    from reidquant.jsonio import write_json
+
+    metrics = evaluate_file(args.features, args.reference)
+    if metrics["normalised"]:
+        print(f"note: {', '.join(metrics['normalised'])} features were not L2-normalised; normalised them",
+              file=sys.stderr)
+    if args.json:
+        write_json(args.json, metrics)
+    print(one_line(metrics))
+
+
+def _train(args) -> None:
+    from reidquant.train import recipe, train
+
+    overrides = json.loads(args.settings) if args.settings else {}
+    hp = recipe(overrides, args.dataset)
+    summary = train(Path(args.data), Path(args.out), hp, height=args.height, width=args.width, threads=args.threads)
+    print(f"trained {summary['epochs']} epochs on {summary['images']} images in {summary['train_s']:.0f} s")
+
+
+def _quantize(args) -> None:
+    from reidquant.pipeline import quantize
+
+    spec = json.loads(args.spec)
+    print(json.dumps(quantize(args.name, spec, Path(args.weights), Path(args.data), Path(args.out),
+                              height=args.height, width=args.width, threads=args.threads)))
+
+
+def _extract(args) -> None:
+    from reidquant.pipeline import extract_features
+
+    spec = json.loads(args.spec)
+    timing = extract_features(Path(args.artifact), spec, args.device, Path(args.data), Path(args.out),
+                              Path(args.timing), height=args.height, width=args.width,
+                              batch_size=args.batch_size, workers=args.workers, ms=args.ms, threads=args.threads)
+    print(json.dumps({k: v for k, v in timing.items() if k != "batch_s"}))
+
+
+def _fetch(args) -> None:
+    from reidquant.download import download
+
+    download(args.url, Path(args.out), sha256=args.sha256)
+    print(args.out)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m reidquant", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("synth", help="write the embedded dataset in Market-1501's raw format")
+    p.add_argument("--out", required=True)
+    p.add_argument("--train-ids", type=int, default=60)
+    p.add_argument("--test-ids", type=int, default=40)
+    p.add_argument("--images-per-camera", type=int, default=3)
+    p.add_argument("--cameras-per-id", type=int, default=3)
+    p.add_argument("--distractors", type=int, default=40)
+    p.add_argument("--junk", type=int, default=20)
+    p.add_argument("--multi-query", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_synth)
+
+    p = commands.add_parser("prepare", help="raw Market-1501 folder -> per-identity layout")
+    p.add_argument("raw")
+    p.add_argument("out")
+    p.add_argument("--require-full", action="store_true", help="check the complete dataset's image counts")
+    p.set_defaults(run=_prepare)
+
+    p = commands.add_parser("evaluate", help="score a features .mat file (ours or the reference project's)")
+    p.add_argument("features")
+    p.add_argument("--reference", help="fp32 features of the same images, for fidelity")
+    p.add_argument("--json", help="write the metrics here")
+    p.set_defaults(run=_evaluate)
+
+    sizes = argparse.ArgumentParser(add_help=False)
+    sizes.add_argument("--height", type=int, default=256)
+    sizes.add_argument("--width", type=int, default=128)
+    sizes.add_argument("--threads", type=int, default=None)
+
+    p = commands.add_parser("train", parents=[sizes], help="train ft_net_dense on a prepared dataset")
+    p.add_argument("--data", required=True, help="prepared dataset folder (with train_all/)")
+    p.add_argument("--out", required=True, help="folder for net_last.pth and opts.yaml")
+    p.add_argument("--dataset", default="synthetic", help="market1501 or synthetic (picks the recipe)")
+    p.add_argument("--settings", help="JSON of train settings overriding the recipe")
+    p.set_defaults(run=_train)
+
+    p = commands.add_parser("quantize", parents=[sizes], help="build one variant's artifact")
+    p.add_argument("--name", required=True)
+    p.add_argument("--spec", required=True, help='JSON variant spec, e.g. {"type": "pt2e_int8"}')
+    p.add_argument("--weights", required=True, help="checkpoint folder (net_last.pth + opts.yaml)")
+    p.add_argument("--data", required=True, help="prepared dataset folder (calibration uses train_all/)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=_quantize)
+
+    p = commands.add_parser("extract", parents=[sizes], help="query/gallery features of one variant on one device")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--spec", required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--timing", required=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--ms", type=float, nargs="+", default=[1.0])
+    p.set_defaults(run=_extract)
+
+    p = commands.add_parser("fetch", help="download a file with an optional sha256 check")
+    p.add_argument("url")
+    p.add_argument("out")
+    p.add_argument("--sha256")
+    p.set_defaults(run=_fetch)
+    return top
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    run_for_user(args.run, args)

@@ -1,0 +1,138 @@
+"""Feature extraction into the reference project's ``.mat`` layout, and honest throughput.
+
+Each image is embedded as-is and flipped left-right (at each ``ms`` scale, applied as
+``sqrt(scale)`` like the reference test script), the embeddings summed and L2-normalised.
+The final partial batch is padded to the full batch size so every forward pass has one
+shape: compiled variants never recompile mid-run and all variants do the same work.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import scipy.io
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from reidquant.data import load_batch, loader
+from reidquant.market import labels_and_cameras, list_prepared
+
+
+@dataclass
+class Runner:
+    """A deployable model and the input it expects; called on float32 CPU batches."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.to(self.device, non_blocking=True).to(self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.forward(x).float()
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+
+
+def scales(ms) -> list[float]:
+    return [math.sqrt(float(s)) for s in ms]
+
+
+def embed(runner: Runner, batch: torch.Tensor, ms=(1,)) -> torch.Tensor:
+    """Sum of the embeddings of the image and its mirror image, at every scale; L2-normalised."""
+    total = None
+    for image in (batch, batch.flip(3)):
+        for scale in scales(ms):
+            x = image if scale == 1 else F.interpolate(image, scale_factor=scale, mode="bicubic",
+                                                       align_corners=False)
+            out = runner(x)
+            total = out if total is None else total + out
+    return total / total.norm(p=2, dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _pad(batch: torch.Tensor, size: int) -> torch.Tensor:
+    if len(batch) == size:
+        return batch
+    filler = batch[-1:].expand(size - len(batch), *batch.shape[1:])
+    return torch.cat([batch, filler])
+
+
+def extract(runner: Runner, paths, height: int, width: int, batch_size: int, workers: int,
+            ms=(1,), desc: str = "features") -> np.ndarray:
+    features = []
+    with torch.inference_mode():
+        for batch, _ in tqdm(loader(paths, height, width, batch_size, workers), desc=desc, unit="batch"):
+            n = len(batch)
+            features.append(embed(runner, _pad(batch, batch_size), ms)[:n].cpu())
+    runner.synchronize()
+    return torch.cat(features).numpy().astype(np.float32)
+
+
+def model_throughput(runner: Runner, batch: torch.Tensor, warmup: int = 2, repeats: int = 5) -> dict:
+    """Forward passes per second on a fixed in-memory batch: warm-up (and compilation) excluded."""
+    with torch.inference_mode():
+        start = time.perf_counter()
+        runner(batch)
+        runner.synchronize()
+        first_call_s = time.perf_counter() - start
+        for _ in range(max(0, warmup - 1)):
+            runner(batch)
+        runner.synchronize()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            runner(batch)
+            runner.synchronize()
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"model_img_per_s": len(batch) / median, "first_call_s": first_call_s,
+            "batch_s": times, "batch_size": len(batch)}
+
+
+def extract_dataset(runner: Runner, root: Path, height: int, width: int, batch_size: int, workers: int,
+                    ms=(1,), warmup: int = 2, repeats: int = 5) -> tuple[dict, dict]:
+    """Query and gallery features of a prepared dataset, and the throughput measured on it."""
+    query, gallery = list_prepared(root, "query"), list_prepared(root, "gallery")
+    # The same images for every variant: the first batch of the gallery.
+    timing = model_throughput(runner, load_batch(gallery[:batch_size], height, width), warmup, repeats)
+    start = time.perf_counter()
+    query_f = extract(runner, query, height, width, batch_size, workers, ms, desc="query")
+    gallery_f = extract(runner, gallery, height, width, batch_size, workers, ms, desc="gallery")
+    elapsed = time.perf_counter() - start
+    timing["extract_img_per_s"] = (len(query) + len(gallery)) / elapsed
+    timing["extract_s"] = elapsed
+    q_label, q_cam = labels_and_cameras(query)
+    g_label, g_cam = labels_and_cameras(gallery)
+    mat = {
+        "query_f": query_f, "query_label": np.array(q_label), "query_cam": np.array(q_cam),
+        "gallery_f": gallery_f, "gallery_label": np.array(g_label), "gallery_cam": np.array(g_cam),
+        "query_path": np.array([p.name for p in query]), "gallery_path": np.array([p.name for p in gallery]),
+    }
+    return mat, timing
+
+
+def save_mat(path: Path, mat: dict) -> None:
+    """Write atomically: a crash never leaves a truncated .mat under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        scipy.io.savemat(tmp, mat)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,168 @@
+"""``ft_net_dense`` with the reference project's module names, and its checkpoints.
+
+Module names match Person_reID_baseline_pytorch so that its published ``net_last.pth``
+loads strictly: ``model`` is a torchvision DenseNet-121 (its unused ImageNet head
+``model.classifier`` included), ``classifier.add_block`` is Linear(1024→512) → BatchNorm1d
+(→ Dropout) and ``classifier.classifier`` the identity logits. As in the reference, the
+backbone output is ``features`` followed by adaptive average pooling, with no final ReLU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from torchvision.models import densenet121
+
+from reidquant.errors import ReidQuantError
+
+BACKBONE_DIM = 1024
+REQUIRED_OPTS = ("nclasses",)
+DEFAULT_OPTS = {"stride": 2, "linear_num": 512, "droprate": 0.5, "use_dense": True, "h": 256, "w": 128}
+
+
+def weights_init_kaiming(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.kaiming_normal_(module.weight, a=0, mode="fan_out")
+        nn.init.constant_(module.bias, 0.0)
+    elif isinstance(module, nn.BatchNorm1d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.constant_(module.bias, 0.0)
+
+
+def weights_init_classifier(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.001)
+        nn.init.constant_(module.bias, 0.0)
+
+
+class ClassBlock(nn.Module):
+    """Linear → BatchNorm1d → Dropout (the embedding), then the identity classifier."""
+
+    def __init__(self, input_dim: int, class_num: int, droprate: float, linear: int = 512):
+        super().__init__()
+        self.add_block = nn.Sequential(nn.Linear(input_dim, linear), nn.BatchNorm1d(linear))
+        if droprate > 0:
+            self.add_block.append(nn.Dropout(p=droprate))
+        self.add_block.apply(weights_init_kaiming)
+        self.classifier = nn.Sequential(nn.Linear(linear, class_num))
+        self.classifier.apply(weights_init_classifier)
+
+    def forward(self, x):
+        return self.classifier(self.add_block(x))
+
+
+class ft_net_dense(nn.Module):  # noqa: N801 - the reference project's name
+    def __init__(self, class_num: int, droprate: float = 0.5, stride: int = 2, linear_num: int = 512):
+        super().__init__()
+        backbone = densenet121(weights=None)
+        backbone.features.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        if stride == 1:
+            backbone.features.transition3.pool.stride = 1
+        self.model = backbone
+        self.classifier = ClassBlock(BACKBONE_DIM, class_num, droprate, linear=linear_num)
+
+    def forward(self, x):
+        x = self.model.features(x)
+        return self.classifier(x.flatten(1))
+
+
+class Embedder(nn.Module):
+    """The test-time network: backbone features → pooled 1024-d → Linear → BatchNorm1d (512-d)."""
+
+    def __init__(self, net: ft_net_dense):
+        super().__init__()
+        self.features = net.model.features
+        self.embedding = nn.Sequential(*[m for m in net.classifier.add_block if not isinstance(m, nn.Dropout)])
+
+    def forward(self, x):
+        return self.embedding(self.features(x).flatten(1))
+
+
+def read_opts(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ReidQuantError(f"{path}: opts.yaml not found (it must sit next to net_last.pth)")
+    try:
+        opts = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ReidQuantError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(opts, dict):
+        raise ReidQuantError(f"{path}: expected a mapping of training options")
+    for key in REQUIRED_OPTS:
+        if key not in opts:
+            raise ReidQuantError(f"{path}: missing field {key!r}")
+    if opts.get("use_dense") is False:
+        raise ReidQuantError(f"{path}: use_dense is false; only ft_net_dense checkpoints are supported")
+    merged = {**DEFAULT_OPTS, **opts}
+    if merged["stride"] not in (1, 2):
+        raise ReidQuantError(f"{path}: stride must be 1 or 2, got {merged['stride']!r}")
+    for key in ("nclasses", "linear_num"):
+        if not isinstance(merged[key], int) or merged[key] < 1:
+            raise ReidQuantError(f"{path}: {key} must be a positive integer, got {merged[key]!r}")
+    return merged
+
+
+def write_opts(path: Path, opts: dict) -> None:
+    Path(path).write_text(yaml.safe_dump(opts, sort_keys=True))
+
+
+def build(opts: dict) -> ft_net_dense:
+    return ft_net_dense(opts["nclasses"], droprate=opts.get("droprate", 0.5), stride=opts["stride"],
+                        linear_num=opts["linear_num"])
+
+
+def load_state_dict_strict(net: nn.Module, state: dict, where: str) -> None:
+    """Strict load with one line naming the first key or shape that does not match."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        raise ReidQuantError(f"{where}: missing key {missing[0]!r} ({len(missing)} missing in all)")
+    if unexpected:
+        raise ReidQuantError(f"{where}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected in all)")
+    for key, value in expected.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ReidQuantError(
+                f"{where}: key {key!r} has shape {list(state[key].shape)} in the checkpoint but "
+                f"{list(value.shape)} in the model (check opts.yaml)")
+    net.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(folder: Path) -> tuple[ft_net_dense, dict]:
+    """Load ``net_last.pth`` + ``opts.yaml`` from a reference-format checkpoint folder."""
+    folder = Path(folder)
+    opts = read_opts(folder / "opts.yaml")
+    weights = folder / "net_last.pth"
+    if not weights.exists():
+        raise ReidQuantError(f"{weights}: checkpoint not found")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged file
+        raise ReidQuantError(f"{weights}: not a readable PyTorch checkpoint ({error})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ReidQuantError(f"{weights}: expected a state_dict, got {type(state).__name__}")
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel
+    net = build(opts)
+    load_state_dict_strict(net, state, str(weights))
+    return net.eval(), opts
+
+
+def untrained(seed: int = 0, nclasses: int = 751) -> tuple[ft_net_dense, dict]:
+    """A seeded random ``ft_net_dense`` (no ImageNet weights: none can be downloaded here)."""
+    torch.manual_seed(seed)
+    opts = {**DEFAULT_OPTS, "nclasses": nclasses, "name": "ft_net_dense"}
+    return build(opts).eval(), opts
+
+
+def save_untrained(folder: Path, seed: int = 0, nclasses: int = 751) -> None:
+    """Write seeded random weights as a reference-format checkpoint folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    net, opts = untrained(seed, nclasses)
+    torch.save(net.state_dict(), folder / "net_last.pth")
+    write_opts(folder / "opts.yaml", opts)

@@ -1,0 +1,33 @@
+"""What every rule script does around its work: tee output into the rule's log, one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from reidquant.cli import run_for_user
+
+
+class _Tee:
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+            stream.flush()
+        return len(text)
+
+    def flush(self):
+        for stream in self.streams:
+            stream.flush()
+
+    def isatty(self):
+        return False
+
+
+def run_rule(log_path: str, function, *args, **kwargs):
+    """Run ``function`` with stdout and stderr copied into ``log_path`` (progress bars included)."""
+    with open(log_path, "w") as log, contextlib.redirect_stdout(_Tee(sys.__stdout__, log)), \
+            contextlib.redirect_stderr(_Tee(sys.__stderr__, log)):
+        return run_for_user(function, *args, **kwargs)

@@ -1,0 +1,179 @@
+"""Fine-tune ``ft_net_dense`` on ``train_all`` and write a reference-format checkpoint.
+
+The ``reference`` recipe is Person_reID_baseline_pytorch's default (SGD, momentum 0.9,
+Nesterov, weight decay 5e-4, lr 0.05 for the new layers and 0.1x for the backbone, step
+decay at 2/3 of the epochs, batch 32, pad-and-crop, horizontal flip). ``cpu_short`` is what
+fits the embedded dataset on a 2-core CPU: no ImageNet weights exist here, so the backbone
+learns at the full rate, for a few epochs, in bfloat16 autocast where the CPU has it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from reidquant.data import ImageList, train_transform
+from reidquant.errors import ReidQuantError
+from reidquant.market import list_prepared
+from reidquant.model import DEFAULT_OPTS, build, write_opts
+from reidquant.devices import cpu_has_bf16
+
+RECIPES = {
+    "reference": {"epochs": 60, "batch_size": 32, "lr": 0.05, "backbone_lr_mult": 0.1, "step_fraction": 2 / 3,
+                  "weight_decay": 5e-4, "erasing": 0.0, "label_smoothing": 0.0, "droprate": 0.5, "stride": 2,
+                  "linear_num": 512, "bf16": False, "workers": 2, "seed": 0},
+    "cpu_short": {"epochs": 8, "batch_size": 32, "lr": 0.05, "backbone_lr_mult": 1.0, "step_fraction": 0.75,
+                  "weight_decay": 5e-4, "erasing": 0.0, "label_smoothing": 0.1, "droprate": 0.5, "stride": 2,
+                  "linear_num": 512, "bf16": True, "workers": 1, "seed": 0},
+}
+RESUME_NAME = "resume.pt"
+
+
+def recipe(settings: dict, dataset: str) -> dict:
+    """The named recipe (``auto``: reference for Market-1501, cpu_short otherwise) with overrides."""
+    name = settings.get("recipe", "auto")
+    if name == "auto":
+        name = "reference" if dataset == "market1501" else "cpu_short"
+    if name not in RECIPES:
+        raise ReidQuantError(f"train.recipe: unknown recipe {name!r} (auto, {', '.join(RECIPES)})")
+    overrides = {k: v for k, v in settings.items() if k != "recipe" and v is not None}
+    return {**RECIPES[name], **overrides, "recipe": name}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def identity_targets(paths) -> tuple[list[int], list[str]]:
+    """Class index per image, from the per-identity folder names (sorted, like ImageFolder)."""
+    classes = sorted({Path(p).parent.name for p in paths})
+    index = {c: i for i, c in enumerate(classes)}
+    return [index[Path(p).parent.name] for p in paths], classes
+
+
+def optimizer_for(net, hp: dict) -> torch.optim.Optimizer:
+    head = list(net.classifier.parameters())
+    head_ids = {id(p) for p in head}
+    backbone = [p for p in net.parameters() if id(p) not in head_ids]
+    return torch.optim.SGD([
+        {"params": backbone, "lr": hp["lr"] * hp["backbone_lr_mult"]},
+        {"params": head, "lr": hp["lr"]},
+    ], weight_decay=hp["weight_decay"], momentum=0.9, nesterov=True)
+
+
+def _fingerprint(hp: dict, paths) -> str:
+    blob = json.dumps({"hp": hp, "images": [str(p) for p in paths]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def train_one_epoch(net, loader, optimizer, criterion, use_bf16: bool, desc: str) -> dict:
+    net.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=desc, unit="batch")
+    for images, targets in bar:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            logits = net(images)
+            loss = criterion(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return {"loss": loss_sum / seen, "acc": correct / seen}
+
+
+def train(data_root: Path, out: Path, hp: dict, height: int = 256, width: int = 128,
+          threads: int | None = None) -> dict:
+    """Train on ``data_root/train_all``; write ``net_last.pth``, ``opts.yaml`` and a curve to ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    paths = list_prepared(data_root, "train_all")
+    targets, classes = identity_targets(paths)
+    if len(classes) < 2:
+        raise ReidQuantError(f"{data_root}/train_all: need at least 2 identities to train, found {len(classes)}")
+    seed_everything(hp["seed"])
+    opts = {**DEFAULT_OPTS, "name": "ft_net_dense", "nclasses": len(classes), "stride": hp["stride"],
+            "linear_num": hp["linear_num"], "droprate": hp["droprate"], "lr": hp["lr"],
+            "batchsize": hp["batch_size"], "total_epoch": hp["epochs"], "erasing_p": hp["erasing"],
+            "h": height, "w": width, "use_dense": True, "recipe": hp["recipe"]}
+    net = build(opts)
+    optimizer = optimizer_for(net, hp)
+    step = max(1, round(hp["epochs"] * hp["step_fraction"]))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=0.1)
+    criterion = nn.CrossEntropyLoss(label_smoothing=hp["label_smoothing"])
+    use_bf16 = bool(hp["bf16"]) and cpu_has_bf16()
+    history: list[dict] = []
+    first_epoch = 0
+    fingerprint = _fingerprint(hp | {"h": height, "w": width}, paths)
+    resume_path = out / RESUME_NAME
+    if resume_path.exists():
+        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") == fingerprint:
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            history, first_epoch = state["history"], state["epoch"] + 1
+            print(f"resuming from {resume_path} after epoch {first_epoch}")
+    generator = torch.Generator().manual_seed(hp["seed"])
+    loader = DataLoader(ImageList(paths, targets, train_transform(height, width, hp["erasing"])),
+                        batch_size=hp["batch_size"], shuffle=True, drop_last=len(paths) > hp["batch_size"],
+                        num_workers=hp["workers"], generator=generator)
+    start = time.perf_counter()
+    for epoch in range(first_epoch, hp["epochs"]):
+        generator.manual_seed(hp["seed"] + epoch)  # the same shuffles whether resumed or not
+        stats = train_one_epoch(net, loader, optimizer, criterion, use_bf16,
+                                desc=f"train epoch {epoch + 1}/{hp['epochs']}")
+        scheduler.step()
+        history.append({"epoch": epoch + 1, **stats, "lr": optimizer.param_groups[1]["lr"]})
+        tmp = out / f".{RESUME_NAME}.tmp"
+        torch.save({"fingerprint": fingerprint, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "history": history,
+                    "epoch": epoch}, tmp)
+        os.replace(tmp, resume_path)
+    elapsed = time.perf_counter() - start
+    net.eval()
+    torch.save(net.state_dict(), out / "net_last.pth")
+    write_opts(out / "opts.yaml", opts)
+    summary = {"epochs": hp["epochs"], "images": len(paths), "identities": len(classes), "bf16": use_bf16,
+               "train_s": elapsed, "history": history, "hyperparameters": hp}
+    (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_curve(history, out / "training_curve.png")
+    resume_path.unlink(missing_ok=True)
+    return summary
+
+
+def plot_curve(history: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax_loss = plt.subplots(figsize=(6, 3.5))
+    ax_loss.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss", color="tab:blue")
+    ax_acc = ax_loss.twinx()
+    ax_acc.plot(epochs, [h["acc"] for h in history], "s--", color="tab:orange", label="accuracy")
+    ax_acc.set_ylabel("training accuracy", color="tab:orange")
+    ax_acc.set_ylim(0, 1)
+    ax_loss.set_title("ft_net_dense training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,130 @@
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+
+from reidquant.devices import device_available, unsupported_reason
+from reidquant.market import RAW_NAME
+
+
+MARKET = Path("Market")
+REAL_ZIP = MARKET / f"{RAW_NAME}.zip"
+REAL_RAW = MARKET / RAW_NAME
+CHECKPOINT = Path("model/ft_net_dense")
+
+
+def dataset_source():
+    """market1501 or synthetic, from dataset.source and what is on disk."""
+    source = config["dataset"]["source"]
+    real = REAL_RAW.is_dir() or REAL_ZIP.is_file() or config["dataset"]["url"]
+    if source == "market1501" and not real:
+        raise WorkflowError(
+            f"dataset.source is market1501 but neither {REAL_ZIP} nor {REAL_RAW}/ exists: "
+            f"put the Market-1501 zip there or set dataset.url"
+        )
+    if source == "auto":
+        source = "market1501" if real else "synthetic"
+        if source == "synthetic":
+            logger.warning(
+                f"dataset.source=auto: no Market-1501 at {REAL_ZIP} or {REAL_RAW}/, "
+                f"so this run uses the EMBEDDED SYNTHETIC dataset"
+            )
+    return source
+
+
+DATASET = dataset_source()
+DATA_ROOT = MARKET if DATASET == "market1501" else MARKET / "synthetic"
+RAW = DATA_ROOT / RAW_NAME
+PREPARED = DATA_ROOT / "pytorch"
+PREPARED_MARKER = PREPARED / "prepared.json"
+
+
+def weights_source():
+    """(checkpoint folder, label for the weights column) from model.weights."""
+    setting = config["model"]["weights"]
+    if setting == "auto":
+        if (CHECKPOINT / "net_last.pth").is_file():
+            return CHECKPOINT, str(CHECKPOINT)
+        logger.info(f"model.weights=auto: no checkpoint at {CHECKPOINT}/net_last.pth, so one is trained")
+        setting = "train"
+    if setting == "train":
+        return Path("results/train") / DATASET, "trained"
+    if setting == "untrained":
+        return Path("results/untrained") / DATASET, "untrained"
+    if setting.startswith(("http://", "https://")) or is_drive_id(setting):
+        return Path("model/downloads") / download_name(setting), setting
+    folder = Path(setting)
+    if not (folder / "net_last.pth").is_file():
+        raise WorkflowError(
+            f"model.weights: {folder}/net_last.pth not found (give a checkpoint folder with "
+            f"net_last.pth and opts.yaml, a URL, auto, train or untrained)"
+        )
+    return folder, str(folder)
+
+
+def is_drive_id(setting):
+    return (
+        len(setting) >= 25
+        and "/" not in setting
+        and all(c.isalnum() or c in "-_" for c in setting)
+    )
+
+
+def download_name(setting):
+    import hashlib
+
+    return hashlib.sha256(setting.encode()).hexdigest()[:12]
+
+
+WEIGHTS, WEIGHTS_LABEL = weights_source()
+
+
+def runnable_jobs():
+    """(variant, device) pairs to run; the others are said in the log, never run mislabelled."""
+    jobs = []
+    for device in config["devices"]:
+        if not device_available(device):
+            logger.warning(f"devices: skipping {device}: no CUDA device on this machine")
+            continue
+        for variant, spec in config["variants"].items():
+            reason = unsupported_reason(spec, device)
+            if reason:
+                logger.info(f"variants.{variant}: skipping on {device}: {reason}")
+                continue
+            jobs.append((variant, device))
+    return jobs
+
+
+JOBS = runnable_jobs()
+if not any(variant == "fp32" for variant, _ in JOBS):
+    raise WorkflowError("variants: an fp32 variant is required (every row is compared against it)")
+
+
+def library(*modules):
+    """Library files a rule's script runs, so that changing them reruns the rule."""
+    return [f"reidquant/{module}" for module in modules]
+
+
+def variant_spec(wildcards):
+    return config["variants"][wildcards.variant]
+
+
+def stable(value):
+    """A canonical string of a config value, so params compare equal across runs."""
+    return json.dumps(value, sort_keys=True)
+
+
+def job_outputs(pattern):
+    return [pattern.format(variant=v, device=d) for v, d in JOBS]
+
+
+def reference_features(wildcards):
+    if wildcards.variant == "fp32":
+        return []
+    return f"results/fp32/{wildcards.device}/features.mat"
+
+
+wildcard_constraints:
+    variant="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    device="cpu|cuda",

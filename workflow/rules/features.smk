@@ -1,0 +1,26 @@
+rule extract_features:
+    input:
+        model="results/{variant}/model.pt",
+        data=str(PREPARED_MARKER),
+        code=library("features.py", "variants.py", "pipeline.py", "data.py"),
+    output:
+        features="results/{variant}/{device}/features.mat",
+        timing="results/{variant}/{device}/timing.json",
+    params:
+        spec=lambda wildcards: stable(variant_spec(wildcards)),
+        prepared=str(PREPARED),
+        height=config["input"]["height"],
+        width=config["input"]["width"],
+        extract=stable(config["extract"]),
+        benchmark=stable(config["benchmark"]),
+        threads=config["threads"],
+    # Every core: nothing else may run while a variant is being timed.
+    threads: workflow.cores
+    resources:
+        gpu=lambda wildcards: int(wildcards.device == "cuda"),
+    log:
+        "results/logs/extract_{variant}_{device}.log",
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../scripts/extract_features.py"

@@ -1,0 +1,16 @@
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
+
+from reidquant.pipeline import extract_features
+from reidquant.rulelog import run_rule
+
+p = snakemake.params
+extract, benchmark = json.loads(p.extract), json.loads(p.benchmark)
+run_rule(snakemake.log[0], extract_features, Path(snakemake.input.model), json.loads(p.spec),
+         snakemake.wildcards.device, Path(p.prepared), Path(snakemake.output.features),
+         Path(snakemake.output.timing), height=p.height, width=p.width, batch_size=extract["batch_size"],
+         workers=extract["workers"], ms=extract["ms"], threads=p.threads, warmup=benchmark["warmup"],
+         repeats=benchmark["repeats"])

@@ -1,0 +1,15 @@
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
+
+from reidquant.jsonio import write_json
+from reidquant.pipeline import quantize
+from reidquant.rulelog import run_rule
+
+p = snakemake.params
+info = run_rule(snakemake.log[0], quantize, snakemake.wildcards.variant, json.loads(p.spec),
+                Path(snakemake.input.weights).parent, Path(p.prepared), Path(snakemake.output.model),
+                height=p.height, width=p.width, threads=p.threads)
+write_json(snakemake.output.info, info)

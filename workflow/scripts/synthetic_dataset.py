@@ -1,0 +1,11 @@
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
+
+from reidquant.rulelog import run_rule
+from reidquant.synth import SynthSizes, generate
+
+sizes = SynthSizes(**json.loads(snakemake.params.sizes))
+run_rule(snakemake.log[0], generate, Path(snakemake.output[0]), sizes)

@@ -1,0 +1,13 @@
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
+
+from reidquant.rulelog import run_rule
+from reidquant.train import recipe, train
+
+p = snakemake.params
+hp = recipe(json.loads(p.settings), p.dataset)
+run_rule(snakemake.log[0], train, Path(p.prepared), Path(snakemake.output.weights).parent, hp,
+         height=p.height, width=p.width, threads=p.threads)
