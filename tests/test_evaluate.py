@@ -1,0 +1,159 @@
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+
+from conftest import market_like, run_cli
+from reidquant.errors import ReidQuantError
+from reidquant.evaluate import evaluate, evaluate_file, evaluate_per_query, fidelity, load_features
+
+METRICS = ("rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP")
+
+
+def at_angles(angles):
+    angles = np.asarray(angles, dtype=np.float64)
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+
+
+def test_hand_computed_example():
+    # Ranked gallery: junk (same camera), wrong, good, junk (-1), distractor, good.
+    gallery_f = at_angles([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    g_label = [1, 2, 1, -1, 0, 1]
+    g_cam = [1, 2, 2, 3, 3, 3]
+    m = evaluate(at_angles([0.0]), [1], [1], gallery_f, g_label, g_cam)
+    # hits at ranks 1 and 3 once junk is gone: AP = 1/2*(0+1/2)/2 + 1/2*(1/3+1/2)/2
+    assert m["mAP"] == pytest.approx(0.125 + 5 / 24, abs=1e-12)
+    assert m["mAP_noninterp"] == pytest.approx(0.5, abs=1e-12)
+    assert m["mINP"] == pytest.approx(0.5, abs=1e-12)
+    assert (m["rank1"], m["rank5"]) == (0.0, 1.0)
+    assert m["num_valid_query"] == 1
+
+
+def test_first_hit_at_rank_zero_counts_full_precision():
+    m = evaluate(at_angles([0.0]), [3], [1], at_angles([0.1, 0.2]), [3, 4], [2, 2])
+    assert m["mAP"] == 1.0 and m["rank1"] == 1.0 and m["mINP"] == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_path_equals_per_query_loop(seed):
+    data = market_like(np.random.default_rng(seed))
+    fast = evaluate(*data, max_chunk_rows=7)  # several chunks, a ragged last one
+    slow = evaluate_per_query(*data)
+    for key in METRICS:
+        assert fast[key] == pytest.approx(slow[key], abs=1e-9), key
+    assert fast["cmc"] == pytest.approx(slow["cmc"], abs=1e-9)
+    assert fast["num_query"] == 60
+    assert fast["num_valid_query"] == slow["num_valid_query"] == 58  # same-camera-only and absent skipped
+
+
+def test_distractors_count_as_wrong_and_junk_is_ignored():
+    query = at_angles([0.0])
+    # distractor first: the true match drops to rank 1
+    m = evaluate(query, [5], [1], at_angles([0.1, 0.2]), [0, 5], [2, 2])
+    assert m["rank1"] == 0.0
+    # junk (-1) first: ignored, the true match is rank 0
+    m = evaluate(query, [5], [1], at_angles([0.1, 0.2]), [-1, 5], [2, 2])
+    assert m["rank1"] == 1.0
+
+
+def test_no_valid_query_is_an_error():
+    with pytest.raises(ReidQuantError, match="no query has a true match"):
+        evaluate(at_angles([0.0]), [5], [1], at_angles([0.1]), [5], [1])
+
+
+def write_mat(path, data, **extra):
+    qf, ql, qc, gf, gl, gc = data
+    mat = {"query_f": qf, "query_label": ql, "query_cam": qc, "gallery_f": gf, "gallery_label": gl,
+           "gallery_cam": gc, **extra}
+    scipy.io.savemat(path, mat)
+    return path
+
+
+def test_reads_reference_layout_and_fidelity(tmp_path, rng):
+    data = market_like(rng)
+    path = write_mat(tmp_path / "pytorch_result.mat", data)
+    raw = scipy.io.loadmat(path)
+    assert raw["query_label"].shape == (1, 60)  # 1 x N, as the reference project stores them
+    m = evaluate_file(path, reference_path=path)
+    assert m["mAP"] == pytest.approx(evaluate(*data)["mAP"])
+    assert m["cos_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert m["top1_agreement"] == 1.0 and m["top10_overlap"] == 1.0
+
+
+def test_fidelity_of_perturbed_features(rng):
+    data = market_like(rng)
+    keys = ("query_f", "query_label", "query_cam", "gallery_f", "gallery_label", "gallery_cam")
+    ref = dict(zip(keys, data))
+    noisy = dict(ref)
+    for part in ("query_f", "gallery_f"):
+        f = ref[part] + 0.01 * rng.normal(size=ref[part].shape).astype(np.float32)
+        noisy[part] = f / np.linalg.norm(f, axis=1, keepdims=True)
+    out = fidelity(noisy, ref)
+    assert 0.99 < out["cos_mean"] < 1.0
+    assert out["cos_min"] <= out["cos_mean"]
+    assert 0.0 < out["top1_agreement"] <= 1.0
+
+
+def test_unnormalised_features_are_normalised(tmp_path, rng):
+    qf, ql, qc, gf, gl, gc = market_like(rng)
+    path = write_mat(tmp_path / "f.mat", (qf * 3, ql, qc, gf, gl, gc))
+    features = load_features(path)
+    assert features["normalised"] == ["query"]
+    assert np.allclose(np.linalg.norm(features["query_f"], axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "missing key 'gallery_cam'"),
+    ("lengths", "query_f has 60 rows but query_label has 59"),
+    ("nan", "gallery_f row 3 holds NaN"),
+    ("widths", "query_f is 32-d but gallery_f is 16-d"),
+])
+def test_bad_mat_files(tmp_path, rng, case, message):
+    qf, ql, qc, gf, gl, gc = market_like(rng)
+    extra = {}
+    if case == "lengths":
+        ql = ql[:-1]
+    elif case == "nan":
+        gf = gf.copy()
+        gf[3, 0] = np.nan
+    elif case == "widths":
+        gf = gf[:, :16]
+    path = write_mat(tmp_path / "bad.mat", (qf, ql, qc, gf, gl, gc), **extra)
+    if case == "missing":
+        mat = scipy.io.loadmat(path)
+        del mat["gallery_cam"]
+        scipy.io.savemat(path, {k: v for k, v in mat.items() if not k.startswith("__")})
+    with pytest.raises(ReidQuantError, match=message):
+        evaluate_file(path)
+
+
+def test_reference_of_other_images_is_refused(tmp_path, rng):
+    data = market_like(rng)
+    path = write_mat(tmp_path / "a.mat", data)
+    other = list(data)
+    other[2] = np.roll(other[2], 1)
+    ref = write_mat(tmp_path / "b.mat", tuple(other))
+    with pytest.raises(ReidQuantError, match="different images"):
+        evaluate_file(path, reference_path=ref)
+
+
+def test_cli_writes_json_and_prints_one_line(tmp_path, rng):
+    path = write_mat(tmp_path / "f.mat", market_like(rng))
+    result = run_cli("evaluate", path, "--reference", path, "--json", tmp_path / "m.json")
+    assert result.returncode == 0, result.stderr
+    assert "Rank@1" in result.stdout and len(result.stdout.strip().splitlines()) == 1
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    for key in (*METRICS, "num_query", "num_valid_query", "cos_mean", "cos_min", "top1_agreement"):
+        assert key in metrics
+    assert all(0 <= metrics[k] <= 1 for k in METRICS)
+
+
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
+    (tmp_path / "broken.mat").write_bytes(b"not a mat file")
+    result = run_cli("evaluate", tmp_path / "broken.mat", "--json", tmp_path / "m.json")
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "broken.mat" in result.stderr
+    assert not (tmp_path / "m.json").exists()
+    result = run_cli("evaluate", tmp_path / "absent.mat")
+    assert result.returncode == 1 and "no such features file" in result.stderr
