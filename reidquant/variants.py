@@ -16,7 +16,9 @@ Variant types (``type`` in a variant's config):
 
 from __future__ import annotations
 
+import io
 import time
+import zipfile
 from pathlib import Path
 
 import torch
@@ -118,6 +120,8 @@ def _save_pt2e_int8(spec: dict, embedder: Embedder, calibration_batches, path: P
     )
 
     example = calibration_batches[0]
+    if len(example) < 2:  # a batch of one would pin the exported batch size to 1
+        example = example.repeat(2, 1, 1, 1)
     dynamic = ({0: _batch_dim()},)
     graph = torch.export.export(embedder, (example,), dynamic_shapes=dynamic).module()
     quantizer = X86InductorQuantizer()
@@ -125,7 +129,35 @@ def _save_pt2e_int8(spec: dict, embedder: Embedder, calibration_batches, path: P
     prepared = prepare_pt2e(graph, quantizer)
     calibrate(prepared, calibration_batches, desc=f"calibrate {name}")
     converted = convert_pt2e(prepared)
-    torch.export.save(torch.export.export(converted, (example,), dynamic_shapes=dynamic), str(path))
+    # The int8 weights are new constants; drop the fp32 originals the graph no longer reads,
+    # or the saved program would carry both.
+    converted.graph.eliminate_dead_code()
+    drop_unread_tensors(converted)
+    program = torch.export.export(converted, (example[:2],), dynamic_shapes=dynamic)
+    save_program(program, path)
+
+
+def save_program(program, path: Path) -> None:
+    """``torch.export.save`` with the graph's JSON deflated (a DenseNet graph is ~3.5 MB of it).
+
+    Tensors stay stored uncompressed, as torch expects; ``torch.export.load`` reads both.
+    """
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w") as target:
+        for entry in source.infolist():
+            compression = zipfile.ZIP_DEFLATED if entry.filename.endswith(".json") else zipfile.ZIP_STORED
+            target.writestr(entry.filename, source.read(entry.filename), compress_type=compression)
+
+
+def drop_unread_tensors(graph_module: torch.fx.GraphModule) -> None:
+    """Delete parameters and buffers that no node of the graph reads."""
+    read = {node.target for node in graph_module.graph.nodes if node.op == "get_attr"}
+    for name, _ in [*graph_module.named_parameters(), *graph_module.named_buffers()]:
+        if name not in read:
+            owner, _, attr = name.rpartition(".")
+            delattr(graph_module.get_submodule(owner) if owner else graph_module, attr)
 
 
 def load_runner(path: Path, spec: dict, device: str) -> Runner:
@@ -168,7 +200,8 @@ def _load_pt2e_int8(path: Path, spec: dict) -> Runner:
     import torchao.quantization.pt2e  # noqa: F401 - registers the quantized ops the program uses
     from torch._inductor import config as inductor_config
 
-    module = torch.export.load(str(path)).module()
+    with open(path, "rb") as handle:
+        module = torch.export.load(handle).module()
     if not spec.get("compile", True):
         return Runner(module, channels_last=True)
     # Freezing folds the int8 weights into oneDNN's prepacked qconv/qlinear kernels.

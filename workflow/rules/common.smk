@@ -1,12 +1,8 @@
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, workflow.basedir)
 
 from reidquant.devices import device_available, unsupported_reason
 from reidquant.market import RAW_NAME
-
 
 MARKET = Path("Market")
 REAL_ZIP = MARKET / f"{RAW_NAME}.zip"
@@ -46,7 +42,9 @@ def weights_source():
     if setting == "auto":
         if (CHECKPOINT / "net_last.pth").is_file():
             return CHECKPOINT, str(CHECKPOINT)
-        logger.info(f"model.weights=auto: no checkpoint at {CHECKPOINT}/net_last.pth, so one is trained")
+        logger.info(
+            f"model.weights=auto: no checkpoint at {CHECKPOINT}/net_last.pth, so one is trained"
+        )
         setting = "train"
     if setting == "train":
         return Path("results/train") / DATASET, "trained"
@@ -85,7 +83,9 @@ def runnable_jobs():
     jobs = []
     for device in config["devices"]:
         if not device_available(device):
-            logger.warning(f"devices: skipping {device}: no CUDA device on this machine")
+            logger.warning(
+                f"devices: skipping {device}: no CUDA device on this machine"
+            )
             continue
         for variant, spec in config["variants"].items():
             reason = unsupported_reason(spec, device)
@@ -98,7 +98,9 @@ def runnable_jobs():
 
 JOBS = runnable_jobs()
 if not any(variant == "fp32" for variant, _ in JOBS):
-    raise WorkflowError("variants: an fp32 variant is required (every row is compared against it)")
+    raise WorkflowError(
+        "variants: an fp32 variant is required (every row is compared against it)"
+    )
 
 
 def library(*modules):

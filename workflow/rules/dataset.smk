@@ -3,12 +3,12 @@ if DATASET == "synthetic":
     rule synthetic_dataset:
         output:
             directory(str(RAW)),
-        params:
-            sizes=stable(config["dataset"]["synthetic"]),
         log:
             "results/logs/synthetic_dataset.log",
         conda:
             "../../envs/cpu.yaml"
+        params:
+            sizes=stable(config["dataset"]["synthetic"]),
         script:
             "../scripts/synthetic_dataset.py"
 
@@ -19,12 +19,11 @@ rule prepare_dataset:
         code=library("market.py"),
     output:
         str(PREPARED_MARKER),
-    params:
-        prepared=str(PREPARED),
-        require_full=DATASET == "market1501" and config["dataset"]["check_counts"],
     log:
         "results/logs/prepare_dataset.log",
     conda:
         "../../envs/cpu.yaml"
+    params:
+        require_full=DATASET == "market1501" and config["dataset"]["check_counts"],
     script:
         "../scripts/prepare_dataset.py"

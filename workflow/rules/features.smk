@@ -6,21 +6,20 @@ rule extract_features:
     output:
         features="results/{variant}/{device}/features.mat",
         timing="results/{variant}/{device}/timing.json",
+    log:
+        "results/logs/extract_{variant}_{device}.log",
+    conda:
+        lambda wildcards: f"../../envs/{wildcards.device}.yaml"
+    # Every core: nothing else may run while a variant is being timed.
+    threads: workflow.cores
+    resources:
+        gpu=lambda wildcards: int(wildcards.device == "cuda"),
     params:
         spec=lambda wildcards: stable(variant_spec(wildcards)),
-        prepared=str(PREPARED),
         height=config["input"]["height"],
         width=config["input"]["width"],
         extract=stable(config["extract"]),
         benchmark=stable(config["benchmark"]),
         threads=config["threads"],
-    # Every core: nothing else may run while a variant is being timed.
-    threads: workflow.cores
-    resources:
-        gpu=lambda wildcards: int(wildcards.device == "cuda"),
-    log:
-        "results/logs/extract_{variant}_{device}.log",
-    conda:
-        "../../envs/cpu.yaml"
     script:
         "../scripts/extract_features.py"

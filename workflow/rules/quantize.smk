@@ -7,16 +7,15 @@ rule quantize:
     output:
         model="results/{variant}/model.pt",
         info="results/{variant}/quantize.json",
-    params:
-        spec=lambda wildcards: stable(variant_spec(wildcards)),
-        prepared=str(PREPARED),
-        height=config["input"]["height"],
-        width=config["input"]["width"],
-        threads=config["threads"],
-    threads: workflow.cores
     log:
         "results/logs/quantize_{variant}.log",
     conda:
         "../../envs/cpu.yaml"
+    threads: workflow.cores
+    params:
+        spec=lambda wildcards: stable(variant_spec(wildcards)),
+        height=config["input"]["height"],
+        width=config["input"]["width"],
+        threads=config["threads"],
     script:
         "../scripts/quantize.py"

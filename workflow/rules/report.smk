@@ -11,14 +11,14 @@ rule summary:
             category="Summary",
         ),
         markdown="results/summary.md",
-    params:
-        jobs=JOBS,
-        dataset=DATASET,
-        weights=WEIGHTS_LABEL,
     log:
         "results/logs/summary.log",
     conda:
         "../../envs/cpu.yaml"
+    params:
+        jobs=JOBS,
+        dataset=DATASET,
+        weights=WEIGHTS_LABEL,
     script:
         "../scripts/summary.py"
 
