@@ -27,3 +27,34 @@ rule prepare_dataset:
         require_full=DATASET == "market1501" and config["dataset"]["check_counts"],
     script:
         "../scripts/prepare_dataset.py"
+
+
+if DATASET == "market1501" and not REAL_RAW.is_dir():
+
+    rule extract_market:
+        input:
+            str(REAL_ZIP),
+        output:
+            directory(str(REAL_RAW)),
+        log:
+            "results/logs/extract_market.log",
+        conda:
+            "../../envs/cpu.yaml"
+        script:
+            "../scripts/extract_market.py"
+
+
+if DATASET == "market1501" and not REAL_ZIP.is_file() and config["dataset"]["url"]:
+
+    rule download_market:
+        output:
+            str(REAL_ZIP),
+        log:
+            "results/logs/download_market.log",
+        conda:
+            "../../envs/cpu.yaml"
+        params:
+            url=config["dataset"]["url"],
+            sha256=config["dataset"]["sha256"],
+        script:
+            "../scripts/fetch.py"

@@ -33,3 +33,18 @@ rule untrained_weights:
         seed=config["model"]["seed"],
     script:
         "../scripts/untrained_weights.py"
+
+
+rule download_weights:
+    output:
+        weights="model/downloads/{checkpoint}/net_last.pth",
+        opts="model/downloads/{checkpoint}/opts.yaml",
+    log:
+        "results/logs/download_weights_{checkpoint}.log",
+    conda:
+        "../../envs/cpu.yaml"
+    params:
+        source=config["model"]["weights"],
+        sha256=config["model"]["sha256"],
+    script:
+        "../scripts/download_weights.py"
