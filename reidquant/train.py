@@ -32,7 +32,7 @@ RECIPES = {
     "reference": {"optimizer": "sgd", "epochs": 60, "batch_size": 32, "lr": 0.05, "backbone_lr_mult": 0.1, "step_fraction": 2 / 3,
                   "weight_decay": 5e-4, "erasing": 0.0, "label_smoothing": 0.0, "droprate": 0.5, "stride": 2,
                   "linear_num": 512, "bf16": False, "workers": 2, "seed": 0},
-    "cpu_short": {"optimizer": "adamw", "epochs": 6, "batch_size": 32, "lr": 1e-3, "backbone_lr_mult": 1.0,
+    "cpu_short": {"optimizer": "adamw", "epochs": 8, "batch_size": 32, "lr": 1e-3, "backbone_lr_mult": 1.0,
                   "step_fraction": 0.75, "weight_decay": 5e-4, "erasing": 0.0, "label_smoothing": 0.0, "droprate": 0.5, "stride": 2,
                   "linear_num": 512, "bf16": True, "workers": 1, "seed": 0},
 }

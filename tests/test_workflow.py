@@ -104,3 +104,120 @@ def test_auto_source_says_it_uses_the_synthetic_set(tmp_path):
     result = snakemake(make_project(tmp_path, config), "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "EMBEDDED SYNTHETIC" in result.stderr + result.stdout
+
+
+def dry_run_jobs(project, *args):
+    """Rule -> number of jobs a dry run would execute."""
+    result = snakemake(project, "-n", *args)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1].split("Reasons:")[0]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def with_config(project, config):
+    path = project / "config" / "config.yaml"
+    original = path.read_text()
+    path.write_text(yaml.safe_dump(config))
+    return original
+
+
+AGGREGATES = {"summary": 1, "plots": 1, "all": 1}
+
+
+def test_one_variant_changed_reruns_only_that_variant(finished):
+    project, _ = finished
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["variants"]["int8_seed"]["calibration_images"] = 6
+    original = with_config(project, config)
+    try:
+        jobs = dry_run_jobs(project)
+    finally:
+        (project / "config" / "config.yaml").write_text(original)
+    assert jobs == {"quantize": 1, "extract_features": 1, "evaluate": 1, **AGGREGATES}
+
+
+def test_added_variant_runs_only_its_jobs(finished):
+    project, _ = finished
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["variants"]["fp16_dynamic_seed"] = {"type": "dynamic_fp16"}
+    original = with_config(project, config)
+    try:
+        jobs = dry_run_jobs(project)
+    finally:
+        (project / "config" / "config.yaml").write_text(original)
+    assert jobs == {"quantize": 1, "extract_features": 1, "evaluate": 1, **AGGREGATES}
+
+
+def test_library_change_reruns_its_stage(finished):
+    project, _ = finished
+    module = project / "reidquant" / "evaluate.py"
+    module.write_text(module.read_text() + "\n")
+    jobs = dry_run_jobs(project)
+    assert jobs == {"evaluate": 3, **AGGREGATES}
+
+
+def test_rules_have_logs_and_lint_is_clean(finished):
+    project, _ = finished
+    result = snakemake(project, "--lint")
+    assert result.returncode == 0
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
+
+
+def test_snakefmt_is_clean():
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("profile, plugin, extra", [
+    ("slurm", "snakemake_executor_plugin_slurm", []),
+    ("kubernetes", "snakemake_executor_plugin_kubernetes",
+     ["--default-storage-provider", "fs", "--default-storage-prefix", "remote"]),
+])
+def test_cluster_profiles_dry_run(tmp_path, profile, plugin, extra):
+    pytest.importorskip(plugin)
+    if extra:
+        pytest.importorskip("snakemake_storage_plugin_fs")
+    project = make_project(tmp_path)
+    result = snakemake(project, "-n", "--workflow-profile", f"profiles/{profile}", *extra)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "extract_features" in result.stdout
+
+
+def test_conda_envs_are_pinned_to_tested_versions():
+    import re
+    from importlib.metadata import version
+
+    pins = {}
+    for line in (ROOT / "pyproject.toml").read_text().splitlines():
+        match = re.match(r'\s*"([A-Za-z0-9_.-]+)==([^"]+)"', line)
+        if match:
+            pins[match.group(1).lower()] = match.group(2)
+    conda_names = {"matplotlib-base": "matplotlib"}
+    for env in sorted((ROOT / "envs").glob("*.yaml")):
+        spec = yaml.safe_load(env.read_text())
+        assert spec["channels"] == ["conda-forge", "nodefaults"], env.name
+        deps = spec["dependencies"]
+        for dep in deps:
+            if isinstance(dep, dict):
+                for item in dep["pip"]:
+                    if item.startswith("--"):
+                        continue
+                    name, _, pinned = item.partition("==")
+                    assert pinned, f"{env.name}: {item} is not pinned"
+                    assert pinned.split("+")[0] == pins[name.lower()], f"{env.name}: {item} vs pyproject"
+                continue
+            name, _, pinned = dep.partition("=")
+            assert pinned, f"{env.name}: {dep} is not pinned"
+            name = conda_names.get(name, name)
+            if name in pins:
+                assert pinned == pins[name], f"{env.name}: {dep} vs pyproject {pins[name]}"
+                assert pinned == version(name), f"{env.name}: {dep} but tested with {version(name)}"

@@ -1,0 +1,79 @@
+"""Turn a finished run's results/summary.csv into docs/benchmarks/workflow.md.
+
+    snakemake --cores 4 results/summary.csv && python benchmarks/workflow_table.py
+
+The table is copied from the CSV as the workflow wrote it; each row gets a sentence built
+from its own numbers, so nothing in the document is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from reidquant.pipeline import cpu_model
+
+WHAT = {
+    "fp32": "the reference: eager PyTorch in float32",
+    "int8 eager per-tensor": "the seed's eager static PTQ (per-tensor min/max, a handful of calibration images)",
+    "fp32 + fp16 Linear": "the seed's dynamic fp16 quantization, which only touches the 512-d head Linear",
+    "int8 pt2e per-channel": "graph-mode PT2E int8 (x86 Inductor quantizer, per-channel weights, histogram "
+                             "calibration) compiled by Inductor into oneDNN int8 kernels",
+    "bf16": "the whole network in bfloat16, channels-last",
+    "fp16": "the whole network in float16, channels-last",
+}
+COLUMNS = ["variant", "device", "precision", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",
+           "speedup", "rank1", "mAP", "mAP_delta", "cos_mean", "cos_min", "top1_agreement", "compile_s"]
+
+
+def sentence(row) -> str:
+    text = (f"**{row.variant} / {row.device}** — {WHAT.get(row.precision, row.precision)}: "
+            f"{row.model_img_per_s:.1f} images/s model-only ({row.speedup:.2f}× fp32), "
+            f"{row.size_mb:.1f} MB ({row.size_ratio:.2f}× fp32), mAP {row.mAP * 100:.2f} "
+            f"({row.mAP_delta:+.2f} points), features at cosine {row.cos_mean:.4f} (worst {row.cos_min:.4f}) "
+            f"to fp32 with {row.top1_agreement * 100:.1f}% of top-1 matches unchanged")
+    if row.compile_s and row.compile_s > 0:
+        text += f"; compiling took {row.compile_s:.0f} s, once, outside the timing"
+    return text + "."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--summary", type=Path, default=Path("results/summary.csv"))
+    parser.add_argument("--train", type=Path, default=None, help="train.json of the run, if it trained")
+    parser.add_argument("--elapsed", help="wall time of the whole run, as measured")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/workflow.md"))
+    args = parser.parse_args()
+    table = pd.read_csv(args.summary)
+    first = table.iloc[0]
+    lines = [
+        f"Run of `snakemake --cores 4 results/summary.csv` on the default configuration: dataset "
+        f"`{first['dataset']}`, weights `{first['weights']}`, input {first['height']}×{first['width']}, "
+        f"torch {first['torch']}, {cpu_model()} ({os.cpu_count()} cores, {first['threads']} threads), "
+        f"Python {platform.python_version()}."
+    ]
+    if args.elapsed:
+        lines[0] += f" The whole run took {args.elapsed}."
+    if args.train and args.train.exists():
+        train = json.loads(args.train.read_text())
+        lines.append(f"Training ({train['hyperparameters']['recipe']} recipe): {train['epochs']} epochs on "
+                     f"{train['images']} images of {train['identities']} identities in {train['train_s']:.0f} s, "
+                     f"final training accuracy {train['history'][-1]['acc']:.3f}.")
+    shown = table[COLUMNS]
+    lines.append("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+    for row in shown.itertuples(index=False):
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        lines[-1] += "\n| " + " | ".join(cells) + " |"
+    lines.extend(sentence(row) for row in table.itertuples(index=False))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n\n".join(lines) + "\n")
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
