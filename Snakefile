@@ -29,4 +29,3 @@ rule all:
     input:
         "results/summary.csv",
         "results/summary.md",
-        "results/plots/accuracy_vs_speed.png",

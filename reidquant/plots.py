@@ -60,8 +60,10 @@ def fidelity(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_summary(csv_path: Path, outputs) -> None:
-    table = pd.read_csv(csv_path)
+def plot_summary(table: pd.DataFrame, outputs) -> None:
+    """Draw the three plots to ``outputs.accuracy``, ``outputs.size`` and ``outputs.fidelity``."""
+    for path in (outputs.accuracy, outputs.size, outputs.fidelity):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     accuracy_vs_speed(table, Path(outputs.accuracy))
     size(table, Path(outputs.size))
     fidelity(table, Path(outputs.fidelity))

@@ -105,7 +105,9 @@ if not any(variant == "fp32" for variant, _ in JOBS):
 
 def library(*modules):
     """Library files a rule's script runs, so that changing them reruns the rule."""
-    return [local(str(Path(workflow.basedir) / "reidquant" / module)) for module in modules]
+    return [
+        local(str(Path(workflow.basedir) / "reidquant" / module)) for module in modules
+    ]
 
 
 def variant_spec(wildcards):

@@ -3,7 +3,7 @@ rule summary:
         metrics=job_outputs("results/{variant}/{device}/metrics.json"),
         timing=job_outputs("results/{variant}/{device}/timing.json"),
         quantize=job_outputs("results/{variant}/quantize.json"),
-        code=library("summary.py"),
+        code=library("summary.py", "plots.py"),
     output:
         csv=report(
             "results/summary.csv",
@@ -11,23 +11,6 @@ rule summary:
             category="Summary",
         ),
         markdown="results/summary.md",
-    log:
-        "results/logs/summary.log",
-    conda:
-        "../../envs/cpu.yaml"
-    params:
-        jobs=JOBS,
-        dataset=DATASET,
-        weights=WEIGHTS_LABEL,
-    script:
-        "../scripts/summary.py"
-
-
-rule plots:
-    input:
-        csv="results/summary.csv",
-        code=library("plots.py"),
-    output:
         accuracy=report(
             "results/plots/accuracy_vs_speed.png",
             caption="../report/accuracy_vs_speed.rst",
@@ -44,8 +27,12 @@ rule plots:
             category="Plots",
         ),
     log:
-        "results/logs/plots.log",
+        "results/logs/summary.log",
     conda:
         "../../envs/cpu.yaml"
+    params:
+        jobs=JOBS,
+        dataset=DATASET,
+        weights=WEIGHTS_LABEL,
     script:
-        "../scripts/plots.py"
+        "../scripts/summary.py"

@@ -3,10 +3,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
 
+from reidquant.plots import plot_summary
 from reidquant.rulelog import run_rule
 from reidquant.summary import summarize
 
-p = snakemake.params
-i = snakemake.input
-run_rule(snakemake.log[0], summarize, [tuple(job) for job in p.jobs], i.quantize, i.timing, i.metrics,
-         p.dataset, p.weights, Path(snakemake.output.csv), Path(snakemake.output.markdown))
+
+def main(p, i, o):
+    table = summarize([tuple(job) for job in p.jobs], i.quantize, i.timing, i.metrics, p.dataset, p.weights,
+                      Path(o.csv), Path(o.markdown))
+    plot_summary(table, o)
+
+
+run_rule(snakemake.log[0], main, snakemake.params, snakemake.input, snakemake.output)
