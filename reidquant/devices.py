@@ -70,6 +70,6 @@ def precision(spec: dict) -> str:
         "fp32": "fp32",
         "eager_int8": "int8 eager per-tensor",
         "dynamic_fp16": "fp32 + fp16 Linear",
-        "pt2e_int8": "int8 pt2e per-channel",
+        "pt2e_int8": "int8 pt2e per-channel" + (" + bf16" if spec.get("mixed_bf16", True) and cpu_has_bf16() else ""),
         "half": {"bfloat16": "bf16", "float16": "fp16"}.get(spec.get("dtype", ""), "half"),
     }[spec["type"]]

@@ -35,12 +35,15 @@ class Runner:
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
     channels_last: bool = False
+    autocast: torch.dtype | None = None
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device, non_blocking=True).to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.forward(x).float()
+        with torch.autocast(self.device.split(":")[0], dtype=self.autocast or torch.bfloat16,
+                            enabled=self.autocast is not None):
+            return self.forward(x).float()
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reidquant.devices import precision
+from reidquant.devices import cpu_has_bf16, precision
 from reidquant.errors import ReidQuantError
 from reidquant.features import Runner
 from reidquant.model import Embedder, build
@@ -135,8 +135,8 @@ def _save_pt2e_int8(spec: dict, embedder: Embedder, calibration_batches, path: P
     # or the saved program would carry both.
     converted.graph.eliminate_dead_code()
     drop_unread_tensors(converted)
-    # A clone: saving a view would store the whole batch it came from.
-    program = torch.export.export(converted, (example[:2].clone(),), dynamic_shapes=dynamic)
+    program = torch.export.export(converted, (example[:2],), dynamic_shapes=dynamic)
+    program.example_inputs = None  # not part of the model: don't ship a batch of images with it
     save_program(program, path)
 
 
@@ -215,8 +215,11 @@ def _load_pt2e_int8(path: Path, spec: dict) -> Runner:
 
     with open(path, "rb") as handle:
         module = torch.export.load(handle).module()
+    # int8-mixed-bf16: what is not quantized (the pre-activation BatchNorms, pooling) runs in
+    # bfloat16 between the int8 kernels, halving their memory traffic.
+    autocast = torch.bfloat16 if spec.get("mixed_bf16", True) and cpu_has_bf16() else None
     if not spec.get("compile", True):
-        return Runner(module, channels_last=True)
+        return Runner(module, channels_last=True, autocast=autocast)
     # Freezing folds the int8 weights into oneDNN's prepacked qconv/qlinear kernels.
     inductor_config.freezing = True
-    return Runner(torch.compile(module), channels_last=True)
+    return Runner(torch.compile(module), channels_last=True, autocast=autocast)

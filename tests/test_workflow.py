@@ -220,3 +220,41 @@ def test_conda_envs_are_pinned_to_tested_versions():
             if name in pins:
                 assert pinned == pins[name], f"{env.name}: {dep} vs pyproject {pins[name]}"
                 assert pinned == version(name), f"{env.name}: {dep} but tested with {version(name)}"
+
+
+def test_real_market_zip_is_extracted_and_prepared(tmp_path):
+    """A small archive in the real release's format, found at the contract location."""
+    import zipfile
+
+    from reidquant.synth import SynthSizes, generate
+
+    project = make_project(tmp_path, {**TINY, "dataset": {"source": "auto", "check_counts": False}})
+    raw = generate(tmp_path / "release" / "Market-1501-v15.09.15",
+                   SynthSizes(train_ids=3, test_ids=2, images_per_camera=1, cameras_per_id=2, distractors=1,
+                              junk=1, multi_query_per_query=1), progress=False)
+    (project / "Market").mkdir()
+    with zipfile.ZipFile(project / "Market" / "Market-1501-v15.09.15.zip", "w") as zipped:
+        for path in sorted((tmp_path / "release").rglob("*.jpg")):
+            zipped.write(path, path.relative_to(tmp_path / "release"))
+    assert raw["test_ids"] == 2
+    result = snakemake(project, "Market/pytorch/prepared.json")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (project / "Market" / "Market-1501-v15.09.15" / "gt_bbox").is_dir()
+    assert len(list((project / "Market" / "pytorch" / "query").rglob("*.jpg"))) == 4
+    assert not (project / "Market" / "synthetic").exists()
+    dry = snakemake(project, "-n", "results/summary.csv")
+    assert "EMBEDDED SYNTHETIC" not in dry.stdout + dry.stderr
+
+
+def test_checkpoint_url_plans_a_download(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["model"]["weights"] = "https://example.org/models/ft_net_dense/net_last.pth"
+    jobs = dry_run_jobs(make_project(tmp_path, config))
+    assert jobs["download_weights"] == 1 and "train" not in jobs
+
+
+def test_missing_checkpoint_folder_is_named(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["model"]["weights"] = "model/nowhere"
+    result = snakemake(make_project(tmp_path, config), "-n")
+    assert result.returncode != 0 and "model/nowhere/net_last.pth not found" in result.stdout + result.stderr
