@@ -220,6 +220,8 @@ def _load_pt2e_int8(path: Path, spec: dict) -> Runner:
     autocast = torch.bfloat16 if spec.get("mixed_bf16", True) and cpu_has_bf16() else None
     if not spec.get("compile", True):
         return Runner(module, channels_last=True, autocast=autocast)
-    # Freezing folds the int8 weights into oneDNN's prepacked qconv/qlinear kernels.
+    # Freezing folds the int8 weights into oneDNN's prepacked qconv/qlinear kernels. One
+    # compile thread: no pool of compile workers is left starting up while the model is timed.
     inductor_config.freezing = True
+    inductor_config.compile_threads = 1
     return Runner(torch.compile(module), channels_last=True, autocast=autocast)

@@ -121,37 +121,24 @@ def dry_run_jobs(project, *args):
     return jobs
 
 
-def with_config(project, config):
-    path = project / "config" / "config.yaml"
-    original = path.read_text()
-    path.write_text(yaml.safe_dump(config))
-    return original
-
-
 AGGREGATES = {"summary": 1, "all": 1}
 
 
-def test_one_variant_changed_reruns_only_that_variant(finished):
+@pytest.mark.parametrize("edit", [
+    lambda variants: variants["int8_seed"].update(calibration_images=6),  # one variant changed
+    lambda variants: variants.update(fp16_dynamic_seed={"type": "dynamic_fp16"}),  # one variant added
+], ids=["changed", "added"])
+def test_variant_edit_reruns_only_that_variant(finished, edit):
     project, _ = finished
     config = yaml.safe_load(yaml.safe_dump(TINY))
-    config["variants"]["int8_seed"]["calibration_images"] = 6
-    original = with_config(project, config)
+    edit(config["variants"])
+    path = project / "config" / "config.yaml"
+    original = path.read_text()
+    path.write_text(yaml.safe_dump(config))
     try:
         jobs = dry_run_jobs(project)
     finally:
-        (project / "config" / "config.yaml").write_text(original)
-    assert jobs == {"quantize": 1, "extract_features": 1, "evaluate": 1, **AGGREGATES}
-
-
-def test_added_variant_runs_only_its_jobs(finished):
-    project, _ = finished
-    config = yaml.safe_load(yaml.safe_dump(TINY))
-    config["variants"]["fp16_dynamic_seed"] = {"type": "dynamic_fp16"}
-    original = with_config(project, config)
-    try:
-        jobs = dry_run_jobs(project)
-    finally:
-        (project / "config" / "config.yaml").write_text(original)
+        path.write_text(original)
     assert jobs == {"quantize": 1, "extract_features": 1, "evaluate": 1, **AGGREGATES}
 
 
