@@ -26,7 +26,7 @@ QUERY, GALLERY, DIM, IDS = 3368, 19732, 512, 750
 
 def market_sized(seed: int = 0):
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(IDS + 1, DIM)).astype(np.float32)
+    centres = 0.4 * rng.normal(size=(IDS + 1, DIM)).astype(np.float32)
     q_label = np.repeat(np.arange(1, IDS + 1), 5)[:QUERY]
     q_cam = rng.integers(1, 7, QUERY)
     g_label = np.concatenate([rng.integers(1, IDS + 1, 13_000), np.zeros(3_819, int), -np.ones(2_913, int)])

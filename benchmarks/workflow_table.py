@@ -24,6 +24,9 @@ WHAT = {
     "fp32 + fp16 Linear": "the seed's dynamic fp16 quantization, which only touches the 512-d head Linear",
     "int8 pt2e per-channel": "graph-mode PT2E int8 (x86 Inductor quantizer, per-channel weights, histogram "
                              "calibration) compiled by Inductor into oneDNN int8 kernels",
+    "int8 pt2e per-channel + bf16": "graph-mode PT2E int8 (x86 Inductor quantizer, per-channel weights, "
+                                    "histogram calibration on training images) compiled by Inductor into "
+                                    "oneDNN int8 kernels, with bfloat16 between them",
     "bf16": "the whole network in bfloat16, channels-last",
     "fp16": "the whole network in float16, channels-last",
 }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.io
+import torch
 
 from reidquant.errors import ReidQuantError
 
@@ -35,10 +36,10 @@ def rank_queries(query_f, gallery_f, max_chunk_rows=None):
     rows = max_chunk_rows or max(1, CHUNK_CELLS // max(1, len(gallery_f)))
     for start in range(0, len(query_f), rows):
         stop = min(start + rows, len(query_f))
-        scores = np.asarray(query_f[start:stop], dtype=np.float64) @ gallery_f.T
-        # Negating keeps a stable ascending sort: ties keep gallery order in both
-        # implementations, so they rank identically.
-        yield start, stop, np.argsort(-scores, axis=1, kind="stable")
+        scores = torch.from_numpy(np.asarray(query_f[start:stop], dtype=np.float64) @ gallery_f.T)
+        # A stable sort (torch's runs rows in parallel): tied scores keep gallery order, as in
+        # the per-query loop, so both rank identically.
+        yield start, stop, torch.argsort(scores, dim=1, descending=True, stable=True).numpy()
 
 
 def evaluate(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_cam,
