@@ -245,3 +245,11 @@ def test_missing_checkpoint_folder_is_named(tmp_path):
     config["model"]["weights"] = "model/nowhere"
     result = snakemake(make_project(tmp_path, config), "-n")
     assert result.returncode != 0 and "model/nowhere/net_last.pth not found" in result.stdout + result.stderr
+
+
+def test_report_bundles_table_and_plots(finished):
+    project, _ = finished
+    result = snakemake(project, "--report", "results/report.html", "results/summary.csv")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    html = (project / "results" / "report.html").read_text(errors="ignore")
+    assert "summary.csv" in html and "accuracy_vs_speed.png" in html
