@@ -90,7 +90,7 @@ def _extract(args) -> None:
 
 
 def _fetch(args) -> None:
-    from reidquant.download import download
+    from reidquant.fetch import download
 
     download(args.url, Path(args.out), sha256=args.sha256)
     print(args.out)

@@ -145,3 +145,15 @@ def test_fetch_checkpoint_from_pth_and_from_zip(file_server, tmp_path):
     with pytest.raises(ReidQuantError, match="no folder with net_last.pth and opts.yaml"):
         fetch_checkpoint(f"{url}/empty.zip", tmp_path / "c")
     assert not (tmp_path / "c" / "net_last.pth").exists()
+
+
+def test_fetch_command(server, tmp_path):
+    from conftest import run_cli
+
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    result = run_cli("fetch", f"{server}/file.bin", tmp_path / "f.bin", "--sha256", digest)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+    result = run_cli("fetch", f"{server}/file.bin", tmp_path / "g.bin", "--sha256", "0" * 64)
+    assert result.returncode == 1 and "sha256 mismatch" in result.stderr
+    assert not (tmp_path / "g.bin").exists()
