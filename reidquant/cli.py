@@ -28,7 +28,7 @@ def run_for_user(function, *args, **kwargs):
         print(f"reidquant: error: {user_message(error)}", file=sys.stderr)
         raise SystemExit(1) from None
     except Exception as error:
-        if isinstance(error, ReidQuantError) or "ReidQuantError" in str(error):
+        if "ReidQuantError" in str(error):  # re-raised from a DataLoader worker
             print(f"reidquant: error: {user_message(error)}", file=sys.stderr)
             raise SystemExit(1) from None
         raise

@@ -9,9 +9,7 @@ shape: compiled variants never recompile mid-run and all variants do the same wo
 from __future__ import annotations
 
 import math
-import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from reidquant.data import load_batch, loader
+from reidquant.jsonio import atomic_path
 from reidquant.market import labels_and_cameras, list_prepared
 
 
@@ -129,13 +128,5 @@ def extract_dataset(runner: Runner, root: Path, height: int, width: int, batch_s
 
 def save_mat(path: Path, mat: dict) -> None:
     """Write atomically: a crash never leaves a truncated .mat under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         scipy.io.savemat(tmp, mat)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

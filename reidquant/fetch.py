@@ -9,6 +9,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -101,7 +102,7 @@ def extract_zip(archive: Path, dest: Path, inner: str | None = None) -> Path:
                     _safe_member(member.filename, archive)
                 for member in tqdm(members, desc=f"extract {archive.name}", unit="file"):
                     zipped.extract(member, staging)
-        except (zipfile.BadZipFile, EOFError, zlib_error()) as error:
+        except (zipfile.BadZipFile, EOFError, zlib.error) as error:
             raise ReidQuantError(f"{archive}: truncated or corrupt zip ({error}); download it again") from None
         root = staging
         if inner is not None:
@@ -141,7 +142,3 @@ def fetch_checkpoint(source: str, folder: Path, sha256: str | None = None) -> Pa
     archive.unlink()
     return folder
 
-
-def zlib_error():
-    import zlib
-    return zlib.error

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from reidquant.jsonio import read_json
+from reidquant.jsonio import read_json, write_text
 
 COLUMNS = ["dataset", "weights", "variant", "device", "precision", "size_mb", "size_ratio", "model_img_per_s",
            "extract_img_per_s", "speedup", "rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP",
@@ -66,19 +64,11 @@ def markdown(table: pd.DataFrame) -> str:
     return note + header + "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def summarize(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weights: str,
               csv_path: Path, md_path: Path) -> pd.DataFrame:
     table = rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset, weights)
-    _write_atomic(Path(csv_path), table.to_csv(index=False, float_format="%.6g"))
+    write_text(Path(csv_path), table.to_csv(index=False, float_format="%.6g"))
     text = markdown(table)
-    _write_atomic(Path(md_path), text)
+    write_text(Path(md_path), text)
     print(text)
     return table
