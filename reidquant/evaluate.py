@@ -22,8 +22,8 @@ from reidquant.errors import ReidQuantError
 
 MAT_KEYS = ("query_f", "query_label", "query_cam", "gallery_f", "gallery_label", "gallery_cam")
 CMC_DEPTH = 50
-# Query rows per chunk: keeps each chunk's rank matrices at a few hundred MB for a
-# 19,732-image gallery, so the full Market-1501 evaluation stays well under 2 GB.
+# Query rows per chunk: keeps each chunk's float64 score matrix near 50 MB, so the full
+# Market-1501 evaluation stays well under 2 GB.
 CHUNK_CELLS = 6_000_000
 
 
@@ -31,16 +31,26 @@ def _as_int_vector(values) -> np.ndarray:
     return np.asarray(values).reshape(-1).astype(np.int64)
 
 
-def rank_queries(query_f, gallery_f, max_chunk_rows=None):
-    """Yield (start, stop, order) per chunk of queries: gallery indices by descending score."""
+def top_ranked(query_f, gallery_f, k: int, max_chunk_rows: int | None = None):
+    """Yield, per chunk of queries, each query's k best gallery indices by descending score.
+
+    Ties keep gallery order, so the result equals the first k columns of a stable sort of
+    every row, without sorting the rows.
+    """
     gallery_f = np.asarray(gallery_f, dtype=np.float64)
+    k = min(k, len(gallery_f))
     rows = max_chunk_rows or max(1, CHUNK_CELLS // max(1, len(gallery_f)))
     for start in range(0, len(query_f), rows):
-        stop = min(start + rows, len(query_f))
-        scores = torch.from_numpy(np.asarray(query_f[start:stop], dtype=np.float64) @ gallery_f.T)
-        # A stable sort (torch's runs rows in parallel): tied scores keep gallery order, as in
-        # the per-query loop, so both rank identically.
-        yield start, stop, torch.argsort(scores, dim=1, descending=True, stable=True).numpy()
+        scores = np.asarray(query_f[start:start + rows], dtype=np.float64) @ gallery_f.T
+        # One more than k shows whether the k-th score is tied with one left out.
+        values, index = torch.topk(torch.from_numpy(scores), min(k + 1, len(gallery_f)), dim=1)
+        index = np.sort(index[:, :k].numpy(), axis=1)
+        by_score = np.argsort(-np.take_along_axis(scores, index, axis=1), axis=1, kind="stable")
+        index = np.take_along_axis(index, by_score, axis=1)
+        if k < len(gallery_f):
+            for row in np.flatnonzero((values[:, k] == values[:, k - 1]).numpy()):
+                index[row] = np.argsort(-scores[row], kind="stable")[:k]
+        yield index
 
 
 def evaluate(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_cam,
@@ -54,16 +64,11 @@ def evaluate(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_
     """
     ql, qc = _as_int_vector(query_label), _as_int_vector(query_cam)
     gl, gc = _as_int_vector(gallery_label), _as_int_vector(gallery_cam)
-    depth = min(max_rank, len(gl))
     kept = gl != -1
     gallery_f = np.asarray(gallery_f, dtype=np.float64)[kept]
     gl, gc = gl[kept], gc[kept]
-    index = np.arange(len(gl))
     same_identity = {label: np.nonzero(gl == label)[0] for label in np.unique(ql)}
-    first_hit = np.full(len(ql), -1, dtype=np.int64)
-    ap = np.zeros(len(ql))
-    ap_noninterp = np.zeros(len(ql))
-    inp = np.zeros(len(ql))
+    hit_ranks = [np.zeros(0, dtype=np.int64)] * len(ql)
     rows = max_chunk_rows or max(1, CHUNK_CELLS // max(1, len(gl)))
     for start in range(0, len(ql), rows):
         scores = np.asarray(query_f[start:start + rows], dtype=np.float64) @ gallery_f.T
@@ -73,21 +78,32 @@ def evaluate(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_
             same_camera = gc[same] == qc[q]
             if len(same) == 0 or same_camera.all():
                 continue
-            threshold = row[same][:, None]
-            above = np.count_nonzero(row > threshold, axis=1)
-            if np.any(np.count_nonzero(row >= threshold, axis=1) - above > 1):
-                above += np.count_nonzero((row == threshold) & (index < same[:, None]), axis=1)
-            junk_above = np.sort(above[same_camera])
-            hits = np.sort(above[~same_camera])
-            r = (hits - np.searchsorted(junk_above, hits)).astype(np.float64)  # rank once junk is gone
-            i = np.arange(1, len(r) + 1, dtype=np.float64)
-            precision = i / (r + 1)
-            old_precision = np.where(r > 0, (i - 1) / np.maximum(r, 1), 1.0)
-            ap[q] = np.sum((precision + old_precision) / 2) / len(r)
-            ap_noninterp[q] = np.sum(precision) / len(r)
-            first_hit[q] = int(r[0])
-            inp[q] = len(r) / (r[-1] + 1)
-    return _summarise(first_hit, ap, ap_noninterp, inp, depth)
+            hit_ranks[q] = _hit_ranks(row, same, same_camera)
+    return _summarise(hit_ranks, min(max_rank, len(gl)))
+
+
+def _hit_ranks(row, same, same_camera):
+    """Ranks (0-based, ascending, junk removed) of a query's true matches, from its score row."""
+    threshold = row[same]
+    # Images scoring below every true match cannot change a hit's rank.
+    floor = threshold[~same_camera].min()
+    candidates = row[np.flatnonzero(row >= floor)]
+    order = np.argsort(threshold, kind="stable")
+    ascending = threshold[order]
+    # How many same-identity scores lie under each candidate (a branch-free searchsorted).
+    below = np.add.reduce(candidates > ascending[:, None], axis=0, dtype=np.min_scalar_type(len(same)))
+    above = np.empty(len(same), dtype=np.int64)
+    above[order] = len(candidates) - np.cumsum(np.bincount(below, minlength=len(same)))[:len(same)]
+    # Every same-identity image at or over the floor equals itself; anything more is a tie,
+    # and a stable sort puts the earlier gallery image of a tie first.
+    equal = np.count_nonzero(ascending[np.minimum(below, len(same) - 1)] == candidates)
+    if equal > np.count_nonzero(threshold >= floor) or np.any(ascending[1:] == ascending[:-1]):
+        earlier = np.arange(len(row)) < same[:, None]
+        above += np.count_nonzero((row == threshold[:, None]) & earlier, axis=1)
+    hits = np.sort(above[~same_camera])
+    if same_camera.any():  # junk ranked above a hit moves it up once removed
+        hits -= np.searchsorted(np.sort(above[same_camera]), hits)
+    return hits
 
 
 def evaluate_per_query(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_cam,
@@ -96,11 +112,7 @@ def evaluate_per_query(query_f, query_label, query_cam, gallery_f, gallery_label
     ql, qc = _as_int_vector(query_label), _as_int_vector(query_cam)
     gl, gc = _as_int_vector(gallery_label), _as_int_vector(gallery_cam)
     gallery_f = np.asarray(gallery_f, dtype=np.float64)
-    depth = min(max_rank, len(gl))
-    first_hit = np.full(len(ql), -1, dtype=np.int64)
-    ap = np.zeros(len(ql))
-    ap_noninterp = np.zeros(len(ql))
-    inp = np.zeros(len(ql))
+    first_hit, ap, ap_noninterp, inp = [], [], [], []
     for q in range(len(ql)):
         scores = gallery_f @ np.asarray(query_f[q], dtype=np.float64)
         order = np.argsort(-scores, kind="stable")
@@ -110,30 +122,46 @@ def evaluate_per_query(query_f, query_label, query_cam, gallery_f, gallery_label
         if len(hits) == 0:
             continue
         n = len(hits)
+        ap.append(0.0)
+        ap_noninterp.append(0.0)
         for i, r in enumerate(hits, start=1):
             precision = i / (r + 1)
             old_precision = (i - 1) / r if r > 0 else 1.0
-            ap[q] += (precision + old_precision) / 2 / n
-            ap_noninterp[q] += precision / n
-        first_hit[q] = hits[0]
-        inp[q] = n / (hits[-1] + 1)
-    return _summarise(first_hit, ap, ap_noninterp, inp, depth)
+            ap[-1] += (precision + old_precision) / 2 / n
+            ap_noninterp[-1] += precision / n
+        first_hit.append(hits[0])
+        inp.append(n / (hits[-1] + 1))
+    return _metrics(np.array(first_hit), np.array(ap), np.array(ap_noninterp), np.array(inp),
+                    len(ql), min(max_rank, len(gl)))
 
 
-def _summarise(first_hit, ap, ap_noninterp, inp, depth) -> dict:
-    valid = first_hit >= 0
-    num_valid = int(valid.sum())
+def _summarise(hit_ranks: list, depth: int) -> dict:
+    """Metrics from each query's true-match ranks (0-based, ascending; empty: no true match)."""
+    n = np.array([len(r) for r in hit_ranks if len(r)], dtype=np.int64)
+    starts = np.cumsum(n) - n
+    r = np.concatenate(hit_ranks).astype(np.float64)
+    i = np.arange(1, len(r) + 1) - np.repeat(starts, n).astype(np.float64)  # 1-based hit number
+    precision = i / (r + 1)
+    old_precision = np.where(r > 0, (i - 1) / np.maximum(r, 1), 1.0)
+    return _metrics(r[starts], np.add.reduceat((precision + old_precision) / 2, starts) / n,
+                    np.add.reduceat(precision, starts) / n, n / (r[starts + n - 1] + 1),
+                    len(hit_ranks), depth)
+
+
+def _metrics(first_hit, ap, ap_noninterp, inp, num_query: int, depth: int) -> dict:
+    """The summary over valid queries, given each one's first-hit rank, AP, plain AP and INP."""
+    num_valid = len(first_hit)
     if num_valid == 0:
         raise ReidQuantError("no query has a true match in the gallery (same identity, other camera)")
-    cmc = np.array([(first_hit[valid] < k).mean() for k in range(1, depth + 1)])
+    cmc = np.array([(first_hit < k).mean() for k in range(1, depth + 1)])
     return {
         "rank1": float(cmc[0]),
         "rank5": float(cmc[min(4, depth - 1)]),
         "rank10": float(cmc[min(9, depth - 1)]),
-        "mAP": float(ap[valid].mean()),
-        "mAP_noninterp": float(ap_noninterp[valid].mean()),
-        "mINP": float(inp[valid].mean()),
-        "num_query": int(len(first_hit)),
+        "mAP": float(ap.mean()),
+        "mAP_noninterp": float(ap_noninterp.mean()),
+        "mINP": float(inp.mean()),
+        "num_query": num_query,
         "num_valid_query": num_valid,
         "cmc": [float(x) for x in cmc],
     }
@@ -148,13 +176,10 @@ def fidelity(features: dict, reference: dict, top_k: int = 10) -> dict:
     k = min(top_k, len(features["gallery_f"]))
     agree_top1 = []
     overlap = []
-    for (_, _, order), (_, _, ref_order) in zip(
-        rank_queries(features["query_f"], features["gallery_f"]),
-        rank_queries(reference["query_f"], reference["gallery_f"]),
-    ):
-        agree_top1.append(order[:, 0] == ref_order[:, 0])
-        top, ref_top = np.sort(order[:, :k], axis=1), np.sort(ref_order[:, :k], axis=1)
-        overlap.append([len(np.intersect1d(a, b, assume_unique=True)) / k for a, b in zip(top, ref_top)])
+    for top, ref_top in zip(top_ranked(features["query_f"], features["gallery_f"], k),
+                            top_ranked(reference["query_f"], reference["gallery_f"], k)):
+        agree_top1.append(top[:, 0] == ref_top[:, 0])
+        overlap.append((top[:, :, None] == ref_top[:, None, :]).any(axis=2).sum(axis=1) / k)
     return {
         "cos_mean": float(cos.mean()),
         "cos_min": float(cos.min()),

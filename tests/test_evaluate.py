@@ -6,7 +6,8 @@ import scipy.io
 
 from conftest import market_like, run_cli
 from reidquant.errors import ReidQuantError
-from reidquant.evaluate import evaluate, evaluate_file, evaluate_per_query, fidelity, load_features
+from reidquant.evaluate import (evaluate, evaluate_file, evaluate_per_query, fidelity, load_features,
+                                top_ranked)
 
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP")
 
@@ -45,6 +46,35 @@ def test_fast_path_equals_per_query_loop(seed):
     assert fast["cmc"] == pytest.approx(slow["cmc"], abs=1e-9)
     assert fast["num_query"] == 60
     assert fast["num_valid_query"] == slow["num_valid_query"] == 58  # same-camera-only and absent skipped
+
+
+def test_two_matches_with_equal_scores_take_consecutive_ranks():
+    gallery = (at_angles([0.1, 0.2, 0.2, 0.3]), [2, 1, 1, 3], [1, 2, 3, 1])
+    m = evaluate(at_angles([0.0]), [1], [1], *gallery)
+    assert m == evaluate_per_query(at_angles([0.0]), [1], [1], *gallery)
+    assert m["mAP_noninterp"] == pytest.approx((1 / 2 + 2 / 3) / 2, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tied_scores_rank_in_gallery_order_as_the_loop_does(seed):
+    qf, ql, qc, gf, gl, gc = market_like(np.random.default_rng(seed), dim=4)
+    # a coarse grid makes many query-gallery scores exactly equal, as quantized features do
+    qf, gf = np.round(qf * 2) / 2, np.round(gf * 2) / 2
+    gf[10:20] = gf[0]  # and duplicate images
+    fast = evaluate(qf, ql, qc, gf, gl, gc, max_chunk_rows=7)
+    slow = evaluate_per_query(qf, ql, qc, gf, gl, gc)
+    for key in METRICS:
+        assert fast[key] == pytest.approx(slow[key], abs=1e-12), key
+
+
+@pytest.mark.parametrize("grid", [None, 2])
+def test_top_ranked_equals_a_stable_sort(rng, grid):
+    qf, _, _, gf, _, _ = market_like(rng, dim=4)
+    if grid:  # many equal scores, some at the k-th place
+        qf, gf = np.round(qf * grid) / grid, np.round(gf * grid) / grid
+    scores = qf.astype(np.float64) @ gf.astype(np.float64).T
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert np.array_equal(np.concatenate(list(top_ranked(qf, gf, 10, max_chunk_rows=7))), expected)
 
 
 def test_distractors_count_as_wrong_and_junk_is_ignored():
