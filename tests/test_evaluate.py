@@ -56,6 +56,21 @@ def test_two_matches_with_equal_scores_take_consecutive_ranks():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+def test_scores_closer_than_float32_resolution_rank_as_in_float64(seed):
+    rng = np.random.default_rng(seed)
+    qf, ql, qc, gf, gl, gc = market_like(rng, dim=64)
+    # Wrong identities and junk a hair (1e-7) away from true matches: float32 cannot order them.
+    twins = rng.choice(np.flatnonzero(gl > 0), 150)
+    gf = np.concatenate([gf, gf[twins] + 1e-7 * rng.normal(size=(150, 64)).astype(np.float32)])
+    gl = np.concatenate([gl, np.where(np.arange(150) % 5, 0, -1)])
+    gc = np.concatenate([gc, rng.integers(1, 7, 150)])
+    fast = evaluate(qf, ql, qc, gf, gl, gc, max_chunk_rows=7)
+    slow = evaluate_per_query(qf, ql, qc, gf, gl, gc)
+    for key in METRICS:
+        assert fast[key] == pytest.approx(slow[key], abs=1e-12), key
+
+
+@pytest.mark.parametrize("seed", [0, 1])
 def test_tied_scores_rank_in_gallery_order_as_the_loop_does(seed):
     qf, ql, qc, gf, gl, gc = market_like(np.random.default_rng(seed), dim=4)
     # a coarse grid makes many query-gallery scores exactly equal, as quantized features do
