@@ -139,7 +139,7 @@ def _summarise(hit_ranks: list, depth: int) -> dict:
     """Metrics from each query's true-match ranks (0-based, ascending; empty: no true match)."""
     n = np.array([len(r) for r in hit_ranks if len(r)], dtype=np.int64)
     starts = np.cumsum(n) - n
-    r = np.concatenate(hit_ranks).astype(np.float64)
+    r = np.concatenate([np.zeros(0), *hit_ranks]).astype(np.float64)
     i = np.arange(1, len(r) + 1) - np.repeat(starts, n).astype(np.float64)  # 1-based hit number
     precision = i / (r + 1)
     old_precision = np.where(r > 0, (i - 1) / np.maximum(r, 1), 1.0)

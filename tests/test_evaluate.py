@@ -105,6 +105,8 @@ def test_distractors_count_as_wrong_and_junk_is_ignored():
 def test_no_valid_query_is_an_error():
     with pytest.raises(ReidQuantError, match="no query has a true match"):
         evaluate(at_angles([0.0]), [5], [1], at_angles([0.1]), [5], [1])
+    with pytest.raises(ReidQuantError, match="no query has a true match"):
+        evaluate(at_angles([]), [], [], at_angles([0.1]), [5], [1])
 
 
 def write_mat(path, data, **extra):
