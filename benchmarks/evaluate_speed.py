@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from reidquant.evaluate import evaluate, evaluate_per_query, fidelity
+from reidquant.jsonio import write_text
 from reidquant.pipeline import cpu_model
 
 QUERY, GALLERY, DIM, IDS = 3368, 19732, 512, 750
@@ -114,8 +115,7 @@ def main() -> None:
     )
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        write_text(args.out, text)
 
 
 if __name__ == "__main__":

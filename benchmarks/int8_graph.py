@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from reidquant.jsonio import write_text
+
 Q = "quantized_decomposed.quantize_per_tensor.default"
 DQ = "quantized_decomposed.dequantize_per_tensor.default"
 DQ_CHANNEL = "quantized_decomposed.dequantize_per_channel.default"
@@ -73,8 +75,7 @@ def main() -> None:
     text = describe(args.artifact)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        write_text(args.out, text)
 
 
 if __name__ == "__main__":

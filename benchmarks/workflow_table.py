@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reidquant.jsonio import write_text
 from reidquant.pipeline import cpu_model
 
 WHAT = {
@@ -73,8 +74,7 @@ def main() -> None:
         cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
         lines[-1] += "\n| " + " | ".join(cells) + " |"
     lines.extend(sentence(row) for row in table.itertuples(index=False))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n\n".join(lines) + "\n")
+    write_text(args.out, "\n\n".join(lines) + "\n")
     print(args.out.read_text())
 
 
