@@ -31,6 +31,14 @@ def _as_int_vector(values) -> np.ndarray:
     return np.asarray(values).reshape(-1).astype(np.int64)
 
 
+def score_chunks(query_f, gallery_f, max_chunk_rows: int | None = None):
+    """Yield (first query, float64 scores of a chunk of queries against every gallery image)."""
+    gallery_f = np.asarray(gallery_f, dtype=np.float64)
+    rows = max_chunk_rows or max(1, CHUNK_CELLS // max(1, len(gallery_f)))
+    for start in range(0, len(query_f), rows):
+        yield start, np.asarray(query_f[start:start + rows], dtype=np.float64) @ gallery_f.T
+
+
 def top_ranked(query_f, gallery_f, k: int, max_chunk_rows: int | None = None):
     """Yield, per chunk of queries, each query's k best gallery indices by descending score.
 
@@ -39,9 +47,7 @@ def top_ranked(query_f, gallery_f, k: int, max_chunk_rows: int | None = None):
     """
     gallery_f = np.asarray(gallery_f, dtype=np.float64)
     k = min(k, len(gallery_f))
-    rows = max_chunk_rows or max(1, CHUNK_CELLS // max(1, len(gallery_f)))
-    for start in range(0, len(query_f), rows):
-        scores = np.asarray(query_f[start:start + rows], dtype=np.float64) @ gallery_f.T
+    for _, scores in score_chunks(query_f, gallery_f, max_chunk_rows):
         # One more than k shows whether the k-th score is tied with one left out.
         values, index = torch.topk(torch.from_numpy(scores), min(k + 1, len(gallery_f)), dim=1)
         index = np.sort(index[:, :k].numpy(), axis=1)
@@ -69,9 +75,7 @@ def evaluate(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_
     gl, gc = gl[kept], gc[kept]
     same_identity = {label: np.nonzero(gl == label)[0] for label in np.unique(ql)}
     hit_ranks = [np.zeros(0, dtype=np.int64)] * len(ql)
-    rows = max_chunk_rows or max(1, CHUNK_CELLS // max(1, len(gl)))
-    for start in range(0, len(ql), rows):
-        scores = np.asarray(query_f[start:start + rows], dtype=np.float64) @ gallery_f.T
+    for start, scores in score_chunks(query_f, gallery_f, max_chunk_rows):
         for offset, row in enumerate(scores):
             q = start + offset
             same = same_identity[ql[q]]
