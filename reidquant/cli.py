@@ -4,34 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from reidquant.errors import ReidQuantError
+from reidquant.errors import ReidQuantError, run_for_user
 
 
-def user_message(error: BaseException) -> str:
-    """One line for the user, also when the error was raised inside a DataLoader worker."""
-    text = str(error)
-    if "Original Traceback" in text:  # torch re-raises worker errors with the traceback inlined
-        for line in reversed(text.splitlines()):
-            if "ReidQuantError:" in line:
-                return line.split("ReidQuantError:", 1)[1].strip()
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
-
-
-def run_for_user(function, *args, **kwargs):
-    """Call ``function``; a user error becomes one line on stderr and exit status 1."""
+def json_object(text: str, flag: str) -> dict:
     try:
-        return function(*args, **kwargs)
-    except ReidQuantError as error:
-        print(f"reidquant: error: {user_message(error)}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except Exception as error:
-        if "ReidQuantError" in str(error):  # re-raised from a DataLoader worker
-            print(f"reidquant: error: {user_message(error)}", file=sys.stderr)
-            raise SystemExit(1) from None
-        raise
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReidQuantError(f"{flag}: not valid JSON ({error})") from None
+
+
+def variant_spec(text: str) -> dict:
+    """A variant spec from ``--spec``, checked against the workflow's schema, defaults filled."""
+    from reidquant.configcheck import checked, schema_part
+
+    return checked(json_object(text, "--spec"), schema_part("variants"), "--spec")
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer no smaller than ``minimum``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # how argparse names the type in its error message
+    return parse
 
 
 def _synth(args) -> None:
@@ -50,23 +51,17 @@ def _prepare(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from reidquant.evaluate import evaluate_file, one_line
-    from reidquant.jsonio import write_json
+    from reidquant.evaluate import evaluate_and_save
 
-    metrics = evaluate_file(args.features, args.reference)
-    if metrics["normalised"]:
-        print(f"note: {', '.join(metrics['normalised'])} features were not L2-normalised; normalised them",
-              file=sys.stderr)
-    if args.json:
-        write_json(args.json, metrics)
-    print(one_line(metrics))
+    evaluate_and_save(args.features, args.reference, args.json)
 
 
 def _train(args) -> None:
+    from reidquant.configcheck import checked, schema_part
     from reidquant.train import recipe, train
 
-    overrides = json.loads(args.settings) if args.settings else {}
-    hp = recipe(overrides, args.dataset)
+    settings = checked(json_object(args.settings or "{}", "--settings"), schema_part("train"), "--settings")
+    hp = recipe(settings, args.dataset)
     summary = train(Path(args.data), Path(args.out), hp, height=args.height, width=args.width, threads=args.threads)
     print(f"trained {summary['epochs']} epochs on {summary['images']} images in {summary['train_s']:.0f} s")
 
@@ -74,7 +69,7 @@ def _train(args) -> None:
 def _quantize(args) -> None:
     from reidquant.pipeline import quantize
 
-    spec = json.loads(args.spec)
+    spec = variant_spec(args.spec)
     print(json.dumps(quantize(args.name, spec, Path(args.weights), Path(args.data), Path(args.out),
                               height=args.height, width=args.width, threads=args.threads)))
 
@@ -82,7 +77,7 @@ def _quantize(args) -> None:
 def _extract(args) -> None:
     from reidquant.pipeline import extract_features
 
-    spec = json.loads(args.spec)
+    spec = variant_spec(args.spec)
     timing = extract_features(Path(args.artifact), spec, args.device, Path(args.data), Path(args.out),
                               Path(args.timing), height=args.height, width=args.width,
                               batch_size=args.batch_size, workers=args.workers, ms=args.ms, threads=args.threads)
@@ -125,9 +120,9 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_evaluate)
 
     sizes = argparse.ArgumentParser(add_help=False)
-    sizes.add_argument("--height", type=int, default=256)
-    sizes.add_argument("--width", type=int, default=128)
-    sizes.add_argument("--threads", type=int, default=None)
+    sizes.add_argument("--height", type=at_least(1), default=256)
+    sizes.add_argument("--width", type=at_least(1), default=128)
+    sizes.add_argument("--threads", type=at_least(1), default=None)
 
     p = commands.add_parser("train", parents=[sizes], help="train ft_net_dense on a prepared dataset")
     p.add_argument("--data", required=True, help="prepared dataset folder (with train_all/)")
@@ -151,8 +146,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--timing", required=True)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--batch-size", type=at_least(1), default=32)
+    p.add_argument("--workers", type=at_least(0), default=1)
     p.add_argument("--ms", type=float, nargs="+", default=[1.0])
     p.set_defaults(run=_extract)
 

@@ -9,9 +9,72 @@ import yaml
 
 from reidquant.errors import ReidQuantError
 
+# DenseNet-121's stem and its three 2x2 transition pools need this many pixels per side
+# (measured: 28 fails in the last pool, 29 runs; the same with stride 1).
+MIN_INPUT_SIZE = 29
+REFERENCE = "fp32"
 
-def field_path(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
+
+JSON_TYPES = {bool: "boolean", int: "integer", float: "number", type(None): "null", str: "string"}
+
+
+def coerce_config(config: dict, schema_path: Path) -> dict:
+    """Turn strings into the booleans, numbers and nulls the schema asks for, in place.
+
+    Snakemake reads nested ``--config`` values with YAML's base loader, so
+    ``--config 'dataset={check_counts: false}'`` arrives as the string ``'false'``. A string
+    that does not read as an allowed type is left alone for validation to name.
+    """
+    return _coerce(config, yaml.safe_load(Path(schema_path).read_text()))
+
+
+def _coerce(value, schema: dict):
+    if isinstance(value, dict):
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = schema.get("properties", {}).get(key, extra if isinstance(extra, dict) else None)
+            if sub:
+                value[key] = _coerce(item, sub)
+        for branch in schema.get("allOf", []):  # per-type options of a variant
+            if "if" in branch and jsonschema.Draft202012Validator(branch["if"]).is_valid(value):
+                _coerce(value, branch["then"])
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(item, schema["items"]) for item in value]
+    if isinstance(value, str):
+        return _scalar(value, schema)
+    return value
+
+
+def _scalar(text: str, schema: dict):
+    allowed = schema.get("type", [])
+    allowed = {allowed} if isinstance(allowed, str) else set(allowed)
+    allowed |= {JSON_TYPES[type(v)] for v in schema.get("enum", [])}
+    if "string" in allowed:
+        return None if "null" in allowed and text in ("null", "~") else text
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(parsed, str) and "number" in allowed:  # YAML 1.1 reads 1e-3 as a string
+        try:
+            parsed = float(text)
+        except ValueError:
+            return text
+    kind = JSON_TYPES.get(type(parsed))
+    if kind in allowed or (kind == "integer" and "number" in allowed):
+        return parsed
+    return text
+
+
+# The workflow's schema, also used by ``python -m reidquant`` (the package runs from the repository).
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def problem(where: str, error: jsonschema.ValidationError) -> str:
+    """``<where> field a.b: message``, or ``<where>: message`` for the object itself."""
+    path = ".".join(str(part) for part in error.absolute_path)
+    return f"{where} field {path}: {error.message}" if path else f"{where}: {error.message}"
 
 
 def check_config(config: dict, schema_path: Path) -> None:
@@ -21,4 +84,55 @@ def check_config(config: dict, schema_path: Path) -> None:
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), str(e.path)))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
-        raise ReidQuantError(f"config field {field_path(best)}: {best.message}")
+        raise ReidQuantError(problem("config", best))
+    variants = config["variants"]
+    if REFERENCE not in variants:
+        raise ReidQuantError(f"config field variants: a variant named {REFERENCE} is required "
+                             f"(every row is compared against it)")
+    if variants[REFERENCE]["type"] != REFERENCE:
+        raise ReidQuantError(f"config field variants.{REFERENCE}.type: the reference every row is compared "
+                             f"against must be type {REFERENCE}, not {variants[REFERENCE]['type']}")
+    size = config.get("input", {})
+    check_input_size(size.get("height", 256), size.get("width", 128), config.get("extract", {}).get("ms", [1]),
+                     field="config field extract.ms")
+
+
+def check_input_size(height: int, width: int, ms=(1,), field: str = "ms") -> None:
+    """Refuse input sizes (after each multi-scale factor, applied as sqrt) the network cannot run."""
+    for scale in ms:
+        factor = float(scale) ** 0.5
+        h, w = int(height * factor), int(width * factor)  # F.interpolate floors the scaled size
+        if min(h, w) < MIN_INPUT_SIZE:
+            raise ReidQuantError(
+                f"{field}: scale {scale} turns the {height}x{width} input into {h}x{w}; ft_net_dense needs at "
+                f"least {MIN_INPUT_SIZE} pixels per side")
+
+
+def schema_part(*keys: str, schema_path: Path = SCHEMA_PATH) -> dict:
+    """The sub-schema at ``keys`` (``"variants"`` gives the schema of one variant's spec)."""
+    part = yaml.safe_load(Path(schema_path).read_text())
+    for key in keys:
+        part = part["properties"][key]
+    return part.get("additionalProperties", part) if keys == ("variants",) else part
+
+
+def checked(value: dict, schema: dict, where: str) -> dict:
+    """``value`` checked against ``schema`` (one line naming the field), with its defaults filled."""
+    if not isinstance(value, dict):
+        raise ReidQuantError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise ReidQuantError(problem(where, best))
+    return _with_defaults(value, schema)
+
+
+def _with_defaults(value: dict, schema: dict) -> dict:
+    filled = dict(value)
+    for key, sub in schema.get("properties", {}).items():
+        if key not in filled and isinstance(sub, dict) and "default" in sub:
+            filled[key] = sub["default"]
+    for branch in schema.get("allOf", []):
+        if "if" in branch and jsonschema.Draft202012Validator(branch["if"]).is_valid(filled):
+            filled = _with_defaults(filled, branch["then"])
+    return filled

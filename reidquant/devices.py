@@ -7,6 +7,7 @@ only Snakemake is installed (``--use-conda``), so it reads the machine directly.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,6 +27,21 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+def available_cores() -> int:
+    """Cores this process may run on: a cluster job's allocation, not the whole node."""
+    return len(os.sched_getaffinity(0))
+
+
+def set_threads(threads: int | None) -> int:
+    """Pin intra-op threads and return the number used: ``threads``, or every core this process
+    may run on, and never more than that (oversubscribed cores make timings meaningless)."""
+    threads = min(threads or available_cores(), available_cores())
+    import torch
+
+    torch.set_num_threads(threads)
+    return threads
 
 
 def cpu_has_bf16() -> bool:

@@ -1,9 +1,39 @@
-"""The one exception type that means "the user gave us something wrong".
+"""The one exception type that means "the user gave us something wrong", and what becomes of it.
 
-The command line turns it into a single line on stderr and a non-zero exit;
-everything else is a bug and keeps its traceback.
+The command line and every rule script run their work through ``run_for_user``: a
+``ReidQuantError`` becomes a single line on stderr and a non-zero exit; everything else is a
+bug and keeps its traceback.
 """
+
+import sys
 
 
 class ReidQuantError(Exception):
     """A problem with the user's input, stated in one line that names what and where."""
+
+
+def user_message(error: BaseException) -> str:
+    """One line for the user, also when the error was raised inside a DataLoader worker."""
+    text = str(error)
+    if "Original Traceback" in text:  # torch re-raises worker errors with the traceback inlined
+        for line in reversed(text.splitlines()):
+            if "ReidQuantError:" in line:
+                return line.split("ReidQuantError:", 1)[1].strip()
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def run_for_user(function, *args, **kwargs):
+    """Call ``function``; a user error becomes one line on stderr and exit status 1."""
+    try:
+        return function(*args, **kwargs)
+    except KeyboardInterrupt:
+        print("reidquant: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except ReidQuantError as error:
+        print(f"reidquant: error: {user_message(error)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except Exception as error:
+        if "ReidQuantError" in str(error):  # re-raised from a DataLoader worker
+            print(f"reidquant: error: {user_message(error)}", file=sys.stderr)
+            raise SystemExit(1) from None
+        raise

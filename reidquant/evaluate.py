@@ -14,11 +14,14 @@ benchmark compare the fast path against.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import scipy.io
 import torch
 
 from reidquant.errors import ReidQuantError
+from reidquant.jsonio import write_json
 
 MAT_KEYS = ("query_f", "query_label", "query_cam", "gallery_f", "gallery_label", "gallery_cam")
 CMC_DEPTH = 50
@@ -199,6 +202,13 @@ def _read_strings(value) -> list[str]:
     return [str(np.asarray(s).reshape(-1)[0]).strip() for s in array.reshape(-1)]
 
 
+def _int_key(mat: dict, key: str, path) -> np.ndarray:
+    values = np.asarray(mat[key])
+    if values.dtype.kind not in "iub" and not (values.dtype.kind == "f" and np.all(values == np.round(values))):
+        raise ReidQuantError(f"{path}: {key} must hold integers, got {values.dtype} values")
+    return _as_int_vector(values)
+
+
 def load_features(path) -> dict:
     """Read and check a features .mat file (ours or the reference project's)."""
     try:
@@ -216,8 +226,7 @@ def load_features(path) -> dict:
         feats = np.asarray(mat[f"{part}_f"], dtype=np.float32)
         if feats.ndim != 2:
             raise ReidQuantError(f"{path}: {part}_f must be a 2-D array, got shape {feats.shape}")
-        labels = _as_int_vector(mat[f"{part}_label"])
-        cams = _as_int_vector(mat[f"{part}_cam"])
+        labels, cams = (_int_key(mat, f"{part}_{name}", path) for name in ("label", "cam"))
         if not (len(feats) == len(labels) == len(cams)):
             raise ReidQuantError(
                 f"{path}: {part}_f has {len(feats)} rows but {part}_label has {len(labels)} "
@@ -226,6 +235,9 @@ def load_features(path) -> dict:
             bad = int(np.nonzero(~np.isfinite(feats).all(axis=1))[0][0])
             raise ReidQuantError(f"{path}: {part}_f row {bad} holds NaN or infinite values")
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        if np.any(norms < 1e-6):
+            bad = int(np.nonzero(norms[:, 0] < 1e-6)[0][0])
+            raise ReidQuantError(f"{path}: {part}_f row {bad} is all zeros; it cannot be L2-normalised or ranked")
         if np.any(np.abs(norms - 1) > 1e-3):
             normalised.append(part)
             feats = feats / np.maximum(norms, 1e-12)
@@ -266,6 +278,18 @@ def evaluate_file(path, reference_path=None) -> dict:
         reference = load_features(reference_path)
         check_same_images(features, reference, path, reference_path)
         metrics.update(fidelity(features, reference))
+    return metrics
+
+
+def evaluate_and_save(path, reference_path=None, json_path=None) -> dict:
+    """`evaluate_file`, its metrics written to ``json_path`` and said in one line on stdout."""
+    metrics = evaluate_file(path, reference_path)
+    if metrics["normalised"]:
+        print(f"note: {', '.join(metrics['normalised'])} features were not L2-normalised; normalised them",
+              file=sys.stderr)
+    if json_path:
+        write_json(json_path, metrics)
+    print(one_line(metrics))
     return metrics
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -15,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from reidquant.errors import ReidQuantError
+from reidquant.jsonio import atomic_dir
 
 CHUNK = 1 << 20
 DRIVE_URL = "https://drive.usercontent.google.com/download?id={id}&export=download&confirm=t"
@@ -92,9 +92,7 @@ def extract_zip(archive: Path, dest: Path, inner: str | None = None) -> Path:
     archive, dest = Path(archive), Path(dest)
     if not archive.exists():
         raise ReidQuantError(f"{archive}: archive not found")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_dir(dest) as staging:
         try:
             with zipfile.ZipFile(archive) as zipped:
                 members = zipped.infolist()
@@ -104,17 +102,15 @@ def extract_zip(archive: Path, dest: Path, inner: str | None = None) -> Path:
                     zipped.extract(member, staging)
         except (zipfile.BadZipFile, EOFError, zlib.error) as error:
             raise ReidQuantError(f"{archive}: truncated or corrupt zip ({error}); download it again") from None
-        root = staging
         if inner is not None:
             found = sorted(p for p in staging.rglob(inner) if p.is_dir())
             if not found:
                 raise ReidQuantError(f"{archive}: no folder {inner}/ inside the archive")
-            root = found[0]
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(root, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            # the inner folder becomes the staged folder itself
+            kept = staging.with_name(staging.name + ".inner")
+            os.replace(found[0], kept)
+            shutil.rmtree(staging)
+            os.replace(kept, staging)
     return dest
 
 

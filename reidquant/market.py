@@ -12,11 +12,11 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from reidquant.errors import ReidQuantError
+from reidquant.jsonio import atomic_dir
 
 RAW_NAME = "Market-1501-v15.09.15"
 RAW_FOLDERS = ("bounding_box_train", "bounding_box_test", "query", "gt_bbox")
@@ -94,7 +94,8 @@ def check_raw(raw: Path, require_full: bool = False) -> dict:
             if counts[key] != expected:
                 raise ReidQuantError(
                     f"{raw}: {counts[key]} {key.replace('_', ' ')}, the complete Market-1501 has "
-                    f"{expected}; the dataset is incomplete or not Market-1501")
+                    f"{expected}; the dataset is incomplete or not Market-1501 (to run on a subset, set "
+                    f"dataset.check_counts: false)")
     return counts
 
 
@@ -132,21 +133,13 @@ def prepare(raw: Path, out: Path, require_full: bool = False) -> dict:
     if marker.exists():
         return json.loads(marker.read_text())
     counts = check_raw(raw, require_full=require_full)
-    if out.exists():
-        shutil.rmtree(out)  # no marker: an interrupted earlier attempt
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    summary = {"raw": str(raw), **counts}
+    with atomic_dir(out) as staging:  # an existing folder without the marker is an interrupted attempt
         for target, files in prepared_plan(raw).items():
             for src, folder in files:
                 (staging / target / folder).mkdir(parents=True, exist_ok=True)
                 _link_or_copy(src, staging / target / folder / src.name)
-        summary = {"raw": str(raw), **counts}
         (staging / PREPARED_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return summary
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.models import densenet121
 
 from reidquant.errors import ReidQuantError
+from reidquant.jsonio import atomic_path, write_text
 
 BACKBONE_DIM = 1024
 REQUIRED_OPTS = ("nclasses",)
@@ -106,7 +107,7 @@ def read_opts(path: Path) -> dict:
 
 
 def write_opts(path: Path, opts: dict) -> None:
-    Path(path).write_text(yaml.safe_dump(opts, sort_keys=True))
+    write_text(path, yaml.safe_dump(opts, sort_keys=True))
 
 
 def build(opts: dict) -> ft_net_dense:
@@ -164,5 +165,6 @@ def save_untrained(folder: Path, seed: int = 0, nclasses: int = 751) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     net, opts = untrained(seed, nclasses)
-    torch.save(net.state_dict(), folder / "net_last.pth")
+    with atomic_path(folder / "net_last.pth") as tmp:
+        torch.save(net.state_dict(), tmp)
     write_opts(folder / "opts.yaml", opts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 from pathlib import Path
@@ -10,24 +9,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reidquant.configcheck import check_input_size
 from reidquant.data import load_batch
 from reidquant.errors import ReidQuantError
 from reidquant.features import extract_dataset, save_mat
 from reidquant.jsonio import write_json
 from reidquant.market import list_prepared
 from reidquant.model import Embedder, load_checkpoint
-from reidquant.devices import device_available, precision, unsupported_reason
+from reidquant.devices import device_available, precision, set_threads, unsupported_reason
 from reidquant.variants import build_artifact, load_runner
 
 CALIBRATED_TYPES = ("eager_int8", "pt2e_int8")
 CALIBRATION_BATCH = 32
-
-
-def set_threads(threads: int | None) -> int:
-    """Pin intra-op threads (all the cores this job was given) and return the number used."""
-    threads = threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    return threads
 
 
 def calibration_paths(data_root: Path, count: int) -> list[Path]:
@@ -51,6 +44,7 @@ def calibration_batches(paths, height: int, width: int, batch_size: int = CALIBR
 def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, height: int = 256,
              width: int = 128, threads: int | None = None) -> dict:
     """Build variant ``name`` from a checkpoint folder; returns what the summary needs of it."""
+    check_input_size(height, width, field="input size")
     set_threads(threads)
     net, opts = load_checkpoint(weights)
     embedder = Embedder(net).eval()
@@ -87,6 +81,9 @@ def extract_features(artifact: Path, spec: dict, device: str, data_root: Path, o
     reason = unsupported_reason(spec, device)
     if reason:
         raise ReidQuantError(f"variant type {spec['type']} cannot run on {device}: {reason}")
+    check_input_size(height, width, ms)
+    if not Path(artifact).is_file():
+        raise ReidQuantError(f"{artifact}: variant artifact not found (build it with quantize)")
     threads = set_threads(threads)
     runner = load_runner(Path(artifact), spec, device)
     mat, timing = extract_dataset(runner, Path(data_root), height, width, batch_size, workers, ms, warmup, repeats)

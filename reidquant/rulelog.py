@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from reidquant.cli import run_for_user
+from reidquant.errors import run_for_user
 
 
 class _Tee:

@@ -21,7 +21,7 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
         q, t, m = read_json(q_path), read_json(t_path), read_json(m_path)
         records.append({
             "dataset": dataset, "weights": weights, "variant": variant, "device": device,
-            "precision": q["precision"], "size_mb": q["size_bytes"] / 1e6, "size_bytes": q["size_bytes"],
+            "precision": t["precision"], "size_mb": q["size_bytes"] / 1e6, "size_bytes": q["size_bytes"],
             "model_img_per_s": t["model_img_per_s"], "extract_img_per_s": t["extract_img_per_s"],
             **{k: m.get(k) for k in ("rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP", "cos_mean",
                                      "cos_min", "top1_agreement", "top10_overlap", "num_query",

@@ -10,9 +10,6 @@ Everything follows from one seed.
 from __future__ import annotations
 
 import colorsys
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from reidquant.errors import ReidQuantError
+from reidquant.jsonio import atomic_dir
 from reidquant.market import RAW_FOLDERS, format_name
 
 HEIGHT, WIDTH = 128, 64
@@ -251,9 +249,7 @@ def generate(out: Path, sizes: SynthSizes = SynthSizes(), progress: bool = True)
     train_ids = sorted(int(p) for p in identities[:sizes.train_ids])
     test_ids = sorted(int(p) for p in identities[sizes.train_ids:])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as staging:
         for folder in RAW_FOLDERS:
             (staging / folder).mkdir()
         writer = _Writer(staging, rng, cameras)
@@ -284,10 +280,4 @@ def generate(out: Path, sizes: SynthSizes = SynthSizes(), progress: bool = True)
                 crop = image.crop((0, int(rng.integers(0, HEIGHT // 2)), WIDTH, HEIGHT)).resize((WIDTH, HEIGHT))
                 crop.save(staging / "bounding_box_test" / name, quality=cameras[cam]["quality"])
                 bar.update()
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return {"train_ids": len(train_ids), "test_ids": len(test_ids)}

@@ -22,11 +22,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from reidquant.configcheck import check_input_size
 from reidquant.data import ImageList, train_transform
 from reidquant.errors import ReidQuantError
+from reidquant.jsonio import atomic_path, write_json
 from reidquant.market import list_prepared
 from reidquant.model import DEFAULT_OPTS, build, write_opts
-from reidquant.devices import cpu_has_bf16
+from reidquant.devices import cpu_has_bf16, set_threads
 
 RECIPES = {
     "reference": {"optimizer": "sgd", "epochs": 60, "batch_size": 32, "lr": 0.05, "backbone_lr_mult": 0.1, "step_fraction": 2 / 3,
@@ -99,10 +101,12 @@ def train_one_epoch(net, loader, optimizer, criterion, use_bf16: bool, desc: str
 def train(data_root: Path, out: Path, hp: dict, height: int = 256, width: int = 128,
           threads: int | None = None) -> dict:
     """Train on ``data_root/train_all``; write ``net_last.pth``, ``opts.yaml`` and a curve to ``out``."""
+    if hp["epochs"] < 1:
+        raise ReidQuantError(f"train epochs must be at least 1, got {hp['epochs']}: no training would happen")
+    check_input_size(height, width, field="input size")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     paths = list_prepared(data_root, "train_all")
     targets, classes = identity_targets(paths)
     if len(classes) < 2:
@@ -149,11 +153,12 @@ def train(data_root: Path, out: Path, hp: dict, height: int = 256, width: int = 
         os.replace(tmp, resume_path)
     elapsed = time.perf_counter() - start
     net.eval()
-    torch.save(net.state_dict(), out / "net_last.pth")
+    with atomic_path(out / "net_last.pth") as tmp:
+        torch.save(net.state_dict(), tmp)
     write_opts(out / "opts.yaml", opts)
     summary = {"epochs": hp["epochs"], "images": len(paths), "identities": len(classes), "bf16": use_bf16,
                "train_s": elapsed, "history": history, "hyperparameters": hp}
-    (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "train.json", summary)
     plot_curve(history, out / "training_curve.png")
     resume_path.unlink(missing_ok=True)
     return summary

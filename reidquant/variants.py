@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reidquant.devices import cpu_has_bf16, precision
+from reidquant.devices import cpu_has_bf16
 from reidquant.errors import ReidQuantError
 from reidquant.features import Runner
 from reidquant.model import Embedder, build
@@ -106,7 +106,7 @@ def build_artifact(name: str, spec: dict, embedder: Embedder, opts: dict, calibr
     except Exception as error:
         Path(path).unlink(missing_ok=True)
         raise ReidQuantError(f"variant {name}: quantization failed at {_layer_of(error)}") from error
-    return {"variant": name, "type": kind, "precision": precision(spec), "size_bytes": Path(path).stat().st_size,
+    return {"variant": name, "type": kind, "size_bytes": Path(path).stat().st_size,
             "quantize_s": time.perf_counter() - start}
 
 
@@ -178,7 +178,7 @@ def load_runner(path: Path, spec: dict, device: str) -> Runner:
         torch.backends.cudnn.benchmark = True
     if kind == "pt2e_int8":
         return _load_pt2e_int8(path, spec)
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = _read_artifact(path, kind)
     embedder = _embedder(saved["opts"])
     channels_last = on_cuda or bool(spec.get("channels_last", kind == "half"))
     if kind == "fp32":
@@ -206,6 +206,19 @@ def load_runner(path: Path, spec: dict, device: str) -> Runner:
     return Runner(forward, device=device, dtype=dtype, channels_last=channels_last)
 
 
+def _read_artifact(path: Path, kind: str) -> dict:
+    """A ``torch.save`` artifact of this project, checked to hold a variant of type ``kind``."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for a file it cannot read
+        raise ReidQuantError(f"{path}: not a {kind} artifact written by quantize ({_layer_of(error)})") from None
+    if not isinstance(saved, dict) or "type" not in saved:
+        raise ReidQuantError(f"{path}: not a {kind} artifact written by quantize")
+    if saved["type"] != kind:
+        raise ReidQuantError(f"{path}: holds a {saved['type']} variant, but the spec says type {kind}")
+    return saved
+
+
 def _load_pt2e_int8(path: Path, spec: dict) -> Runner:
     # Importing these registers the quantized ops and, with them, Inductor's int8 lowerings
     # (oneDNN qconv/qlinear fusions). Without them the program compiles and runs 4-5x slower.
@@ -213,8 +226,12 @@ def _load_pt2e_int8(path: Path, spec: dict) -> Runner:
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
     from torch._inductor import config as inductor_config
 
-    with open(path, "rb") as handle:
-        module = torch.export.load(handle).module()
+    try:
+        with open(path, "rb") as handle:
+            module = torch.export.load(handle).module()
+    except Exception as error:  # torch.export raises several types for a file that is not a program
+        raise ReidQuantError(f"{path}: not a pt2e_int8 artifact (a torch.export program) written by quantize "
+                             f"({_layer_of(error)})") from None
     # int8-mixed-bf16: what is not quantized (the pre-activation BatchNorms, pooling) runs in
     # bfloat16 between the int8 kernels, halving their memory traffic.
     autocast = torch.bfloat16 if spec.get("mixed_bf16", True) and cpu_has_bf16() else None

@@ -1,10 +1,13 @@
+import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,3 +41,55 @@ def run_cli(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "reidquant", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env)
+
+
+TINY = yaml.safe_load((ROOT / "tests" / "tiny_config.yaml").read_text())
+
+
+def make_project(tmp_path, config=TINY):
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("Snakefile", "workflow", "reidquant", "envs", "profiles"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, project / name)
+    (project / "config").mkdir()
+    (project / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return project
+
+
+def snakemake(project, *args, cores=2):
+    """The real snakemake in ``project``; ``cores=None`` runs it without --cores, as on a cluster."""
+    cores_args = ["--cores", str(cores)] if cores else []
+    return subprocess.run([sys.executable, "-m", "snakemake", *cores_args, *args], cwd=project,
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("wf"))
+    result = snakemake(project, "results/summary.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project, result
+
+
+def read_summary(project):
+    with open(project / "results" / "summary.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def dry_run_jobs(project, *args):
+    """Rule -> number of jobs a dry run would execute."""
+    result = snakemake(project, "-n", *args)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1].split("\ntotal")[0]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        name, count = line.split()
+        jobs[name] = int(count)
+    return jobs

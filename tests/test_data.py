@@ -2,7 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reidquant.cli import run_for_user, user_message
+from reidquant.errors import run_for_user, user_message
 from reidquant.data import loader, open_image
 from reidquant.errors import ReidQuantError
 

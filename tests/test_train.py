@@ -1,9 +1,10 @@
+import numpy as np
 import pytest
 import torch
 
-from reidquant.evaluate import MAT_KEYS, evaluate
-from reidquant.features import Runner, extract_dataset
-from reidquant.market import prepare
+from reidquant.evaluate import evaluate
+from reidquant.features import Runner, extract
+from reidquant.market import labels_and_cameras, list_prepared, prepare
 from reidquant.model import Embedder, load_checkpoint, read_opts, untrained
 from reidquant import train as train_module
 from reidquant.synth import SynthSizes, generate
@@ -21,10 +22,16 @@ def data(tmp_path_factory):
     return root / "pytorch"
 
 
-def mean_ap(net, data):
-    mat, _ = extract_dataset(Runner(Embedder(net).eval()), data, H, W, batch_size=16, workers=0, warmup=1,
-                             repeats=1)
-    return evaluate(*(mat[k] for k in MAT_KEYS))["mAP"]
+def training_identities_map(net, data):
+    """mAP of ``train_all`` ranked against itself: each image's true matches are its identity's
+    images from the other camera. Unlike the 6-identity test split, where the outcome of 20
+    epochs from scratch swings with the CPU's float kernels (0.21 to 0.41), ranking the
+    identities trained on is what training reliably does (0.29 -> 0.95 with AVX512-BF16, AVX2
+    and SSE4.1 oneDNN kernels alike)."""
+    paths = list_prepared(data, "train_all")
+    features = extract(Runner(Embedder(net).eval()), paths, H, W, batch_size=16, workers=0)
+    labels, cameras = (np.array(v) for v in labels_and_cameras(paths))
+    return evaluate(features, labels, cameras, features, labels, cameras)["mAP"]
 
 
 def test_recipes():
@@ -38,14 +45,15 @@ def test_recipes():
 def test_training_improves_ranking_and_writes_reference_format(data, tmp_path):
     hp = train_module.recipe(HP, "synthetic")
     summary = train_module.train(data, tmp_path / "ckpt", hp, height=H, width=W)
+    assert summary["bf16"] is False  # fp32 on every CPU, so the test means the same everywhere
     assert summary["history"][-1]["loss"] < summary["history"][0]["loss"]
     net, opts = load_checkpoint(tmp_path / "ckpt")  # loads exactly like a downloaded checkpoint
     assert read_opts(tmp_path / "ckpt" / "opts.yaml")["nclasses"] == 8 and opts["h"] == H
     assert (tmp_path / "ckpt" / "training_curve.png").stat().st_size > 1000
     assert not (tmp_path / "ckpt" / "resume.pt").exists()
-    before = mean_ap(untrained(0, 8)[0], data)
-    after = mean_ap(net, data)
-    assert after > before + 0.1, (before, after)
+    before = training_identities_map(untrained(0, 8)[0], data)
+    after = training_identities_map(net, data)
+    assert after > before + 0.3, (before, after)
 
 
 def test_interrupted_training_resumes_to_the_same_weights(data, tmp_path, monkeypatch, capsys):
@@ -71,3 +79,11 @@ def test_interrupted_training_resumes_to_the_same_weights(data, tmp_path, monkey
     resumed = torch.load(tmp_path / "resumed" / "net_last.pth")
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_zero_epochs_is_refused(data, tmp_path):
+    from reidquant.errors import ReidQuantError
+
+    with pytest.raises(ReidQuantError, match="epochs must be at least 1"):
+        train_module.train(data, tmp_path / "none", train_module.recipe({**HP, "epochs": 0}, "synthetic"))
+    assert not (tmp_path / "none" / "net_last.pth").exists()

@@ -1,51 +1,15 @@
 """The real ``snakemake`` on a tiny configuration, in a copy of the repository."""
 
-import csv
+import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, TINY, dry_run_jobs, make_project, read_summary, snakemake
 from reidquant.summary import COLUMNS
-
-TINY = yaml.safe_load((ROOT / "tests" / "tiny_config.yaml").read_text())
-
-
-def make_project(tmp_path, config=TINY):
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in ("Snakefile", "workflow", "reidquant", "envs", "profiles"):
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, project / name)
-    (project / "config").mkdir()
-    (project / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    return project
-
-
-def snakemake(project, *args):
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=project,
-                          capture_output=True, text=True)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("wf"))
-    result = snakemake(project, "results/summary.csv")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return project, result
-
-
-def read_summary(project):
-    with open(project / "results" / "summary.csv") as handle:
-        return list(csv.DictReader(handle))
-
 
 def test_summary_has_contract_columns_and_rows(finished):
     project, result = finished
@@ -81,13 +45,28 @@ def test_nothing_to_do_after_a_complete_run(finished):
     (lambda c: c["dataset"]["synthetic"].update(cameras_per_id=9), "cameras_per_id"),
     (lambda c: c["variants"].update(int4={"type": "int4"}), "int4"),
     (lambda c: c["variants"]["int8_seed"].update(observer="histogram"), "observer"),
+    (lambda c: c["input"].update(height=16), "input.height: 16 is less than the minimum of 29"),
+    (lambda c: c["extract"].update(ms=[1, 0.001]), "extract.ms: scale 0.001 turns the 64x32 input into 2x1"),
+    (lambda c: c["variants"].update(fp32={"type": "half", "dtype": "bfloat16"}),
+     "variants.fp32.type: the reference every row is compared against must be type fp32"),
+    (lambda c: c["variants"].pop("fp32"), "variants: a variant named fp32 is required"),
+    (lambda c: c["variants"]["int8_seed"].pop("type"), "variants.int8_seed: 'type' is a required property"),
 ])
 def test_bad_config_names_the_field(tmp_path, edit, message):
     config = yaml.safe_load(yaml.safe_dump(TINY))
     edit(config)
     result = snakemake(make_project(tmp_path, config), "-n")
-    assert result.returncode != 0
-    assert f"config field" in result.stdout + result.stderr and message in result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "reidquant: error: config" in result.stderr and message in result.stderr
+    assert 'File "' not in result.stdout + result.stderr  # one line, no Python frames
+
+
+def test_only_unavailable_devices_is_said(tmp_path):
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has a CUDA device")
+    result = snakemake(make_project(tmp_path, {**TINY, "devices": ["cuda"]}), "-n")
+    assert result.returncode == 1
+    assert "devices: none of cuda is available on this machine (no CUDA device); add cpu" in result.stderr
 
 
 def test_market1501_requested_but_absent(tmp_path):
@@ -104,21 +83,6 @@ def test_auto_source_says_it_uses_the_synthetic_set(tmp_path):
     result = snakemake(make_project(tmp_path, config), "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "EMBEDDED SYNTHETIC" in result.stderr + result.stdout
-
-
-def dry_run_jobs(project, *args):
-    """Rule -> number of jobs a dry run would execute."""
-    result = snakemake(project, "-n", *args)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    text = result.stdout + result.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:")[1].split("\ntotal")[0]
-    jobs = {}
-    for line in table.splitlines()[3:]:
-        name, count = line.split()
-        jobs[name] = int(count)
-    return jobs
 
 
 AGGREGATES = {"summary": 1, "all": 1}
@@ -142,12 +106,102 @@ def test_variant_edit_reruns_only_that_variant(finished, edit):
     assert jobs == {"quantize": 1, "extract_features": 1, "evaluate": 1, **AGGREGATES}
 
 
-def test_library_change_reruns_its_stage(finished):
+def test_copied_project_is_up_to_date(finished, tmp_path):
     project, _ = finished
-    module = project / "reidquant" / "evaluate.py"
-    module.write_text(module.read_text() + "\n")
-    jobs = dry_run_jobs(project)
-    assert jobs == {"evaluate": 3, **AGGREGATES}
+    copy = tmp_path / "elsewhere"
+    subprocess.run(["cp", "-a", str(project), str(copy)], check=True)
+    assert dry_run_jobs(copy) == {}
+
+
+# What each rule's jobs feed, in the tiny config's job graph (model.weights: untrained).
+FEEDS = {"synthetic_dataset": ["prepare_dataset"], "prepare_dataset": ["quantize", "extract_features"],
+         "untrained_weights": ["quantize"], "quantize": ["extract_features"], "extract_features": ["evaluate"],
+         "evaluate": ["summary"], "summary": ["all"], "all": []}
+SCRIPTS = {rule: f"{rule}.py" for rule in FEEDS if rule != "all"}  # each rule runs the script of its name
+
+
+def library_modules(script):
+    from reidquant.codedeps import library_files
+
+    return {p.relative_to(ROOT).as_posix()
+            for p in library_files(ROOT / "workflow" / "scripts" / script, ROOT / "reidquant")}
+
+
+def planned_after_editing(project, module):
+    """Rule -> jobs a dry run plans once ``module`` is changed; its bytes and mtime are put back.
+
+    A real edit, not a touch: Snakemake skips a newer input whose checksum has not changed.
+    """
+    path = project / module
+    original, stat = path.read_bytes(), path.stat()
+    path.write_bytes(original + b"\n# edited\n")
+    os.utime(path, (stat.st_atime, stat.st_mtime + 3600))
+    try:
+        return dry_run_jobs(project)
+    finally:
+        path.write_bytes(original)
+        os.utime(path, (stat.st_atime, stat.st_mtime))
+
+
+def expected_plan(module, jobs_per_rule):
+    """The rules whose scripts import ``module``, and everything downstream of them."""
+    todo = [rule for rule, script in SCRIPTS.items() if module in library_modules(script)]
+    rules = set()
+    while todo:
+        rule = todo.pop()
+        if rule not in rules:
+            rules.add(rule)
+            todo.extend(FEEDS[rule])
+    return {rule: jobs_per_rule[rule] for rule in rules}
+
+
+@pytest.mark.parametrize("rule", [rule for rule in FEEDS if rule != "all"])
+def test_code_change_reruns_exactly_the_jobs_that_run_it(finished, rule):
+    project, _ = finished
+    rows = read_summary(project)  # the jobs that ran here (bf16 only where the CPU has native BF16)
+    jobs_per_rule = {rule: 1 for rule in FEEDS}
+    jobs_per_rule.update(quantize=len({r["variant"] for r in rows}), extract_features=len(rows), evaluate=len(rows))
+    imported = library_modules(SCRIPTS[rule])
+    everything = {p.relative_to(ROOT).as_posix() for p in (ROOT / "reidquant").glob("*.py")}
+    users = {m: sum(m in library_modules(script) for script in SCRIPTS.values()) for m in everything}
+    # the module this rule imports that the fewest others do; then the most shared module that neither
+    # this rule nor any rule upstream of it imports
+    edited = min(sorted(imported), key=users.get)
+    plan = planned_after_editing(project, edited)
+    assert rule in plan and plan == expected_plan(edited, jobs_per_rule), edited
+    unrelated = [m for m in sorted(everything - imported) if rule not in expected_plan(m, jobs_per_rule)]
+    other = min(unrelated, key=lambda m: -users[m])
+    plan = planned_after_editing(project, other)
+    assert rule not in plan and plan == expected_plan(other, jobs_per_rule), other
+
+
+def test_outputs_get_the_users_permissions(finished):
+    project, _ = finished
+    mask = os.umask(0o022)
+    os.umask(mask)
+    files = [p for p in (project / "results").rglob("*") if p.is_file() and "logs" not in p.parts]
+    files += [p for p in (project / "Market").rglob("*")]
+    assert len(files) > 20
+    for path in files:
+        expected = (0o777 if path.is_dir() else 0o666) & ~mask
+        assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_config_overrides_are_typed(finished):
+    project, _ = finished
+    assert dry_run_jobs(project, "--config", "dataset={source: synthetic, check_counts: false}") == {}
+    jobs = dry_run_jobs(project, "--config", "variants={int8_seed: {calibration_images: 6}}")
+    assert jobs == {"quantize": 1, "extract_features": 1, "evaluate": 1, **AGGREGATES}
+    result = snakemake(project, "-n", "--config", "dataset={check_counts: maybe}")
+    assert result.returncode == 1
+    assert "config field dataset.check_counts: 'maybe' is not of type 'boolean'" in result.stderr
+
+
+def test_runs_without_cores(finished):
+    """--unlock and cluster submission give no --cores; timed rules must still parse."""
+    project, _ = finished
+    result = snakemake(project, "--unlock", cores=None)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_rules_have_logs_and_lint_is_clean(finished):
@@ -173,7 +227,7 @@ def test_cluster_profiles_dry_run(tmp_path, profile, plugin, extra):
     if extra:
         pytest.importorskip("snakemake_storage_plugin_fs")
     project = make_project(tmp_path)
-    result = snakemake(project, "-n", "--workflow-profile", f"profiles/{profile}", *extra)
+    result = snakemake(project, "-n", "--workflow-profile", f"profiles/{profile}", *extra, cores=None)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "extract_features" in result.stdout
 

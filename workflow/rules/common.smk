@@ -1,8 +1,31 @@
 import json
+import os
+import sys
 from pathlib import Path
 
+from snakemake.utils import validate
+
+from reidquant.codedeps import library_files
+from reidquant.configcheck import check_config, coerce_config
 from reidquant.devices import device_available, unsupported_reason
+from reidquant.errors import ReidQuantError
 from reidquant.market import RAW_NAME
+
+
+def fail(message):
+    """A mistake in the user's setup, found while planning: one line and exit status 1."""
+    sys.exit(f"reidquant: error: {message}")
+
+
+# --config values arrive as strings; then one line naming the first wrong field; then
+# Snakemake's validation fills in the schema's defaults.
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+coerce_config(config, SCHEMA)
+try:
+    check_config(config, SCHEMA)
+except ReidQuantError as error:
+    fail(error)
+validate(config, "../schemas/config.schema.yaml")
 
 MARKET = Path("Market")
 REAL_ZIP = MARKET / f"{RAW_NAME}.zip"
@@ -15,7 +38,7 @@ def dataset_source():
     source = config["dataset"]["source"]
     real = REAL_RAW.is_dir() or REAL_ZIP.is_file() or config["dataset"]["url"]
     if source == "market1501" and not real:
-        raise WorkflowError(
+        fail(
             f"dataset.source is market1501 but neither {REAL_ZIP} nor {REAL_RAW}/ exists: "
             f"put the Market-1501 zip there or set dataset.url"
         )
@@ -54,7 +77,7 @@ def weights_source():
         return Path("model/downloads") / download_name(setting), setting
     folder = Path(setting)
     if not (folder / "net_last.pth").is_file():
-        raise WorkflowError(
+        fail(
             f"model.weights: {folder}/net_last.pth not found (give a checkpoint folder with "
             f"net_last.pth and opts.yaml, a URL, auto, train or untrained)"
         )
@@ -80,13 +103,16 @@ WEIGHTS, WEIGHTS_LABEL = weights_source()
 
 def runnable_jobs():
     """(variant, device) pairs to run; the others are said in the log, never run mislabelled."""
+    devices = [device for device in config["devices"] if device_available(device)]
+    for device in sorted(set(config["devices"]) - set(devices)):
+        logger.warning(f"devices: skipping {device}: no CUDA device on this machine")
+    if not devices:
+        fail(
+            f"devices: none of {', '.join(config['devices'])} is available on this machine "
+            f"(no CUDA device); add cpu"
+        )
     jobs = []
-    for device in config["devices"]:
-        if not device_available(device):
-            logger.warning(
-                f"devices: skipping {device}: no CUDA device on this machine"
-            )
-            continue
+    for device in devices:
         for variant, spec in config["variants"].items():
             reason = unsupported_reason(spec, device)
             if reason:
@@ -97,17 +123,28 @@ def runnable_jobs():
 
 
 JOBS = runnable_jobs()
-if not any(variant == "fp32" for variant, _ in JOBS):
-    raise WorkflowError(
-        "variants: an fp32 variant is required (every row is compared against it)"
+
+
+def library(script):
+    """The library files the rule's script imports (transitively), so that changing one reruns
+    exactly the jobs that run it. Relative to the working directory: a copied or moved project
+    stays up to date."""
+    files = library_files(
+        Path(workflow.basedir) / "workflow" / "scripts" / script,
+        Path(workflow.basedir) / "reidquant",
     )
+    return [local(os.path.relpath(path)) for path in files]
 
 
-def library(*modules):
-    """Library files a rule's script runs, so that changing them reruns the rule."""
-    return [
-        local(str(Path(workflow.basedir) / "reidquant" / module)) for module in modules
-    ]
+def all_cores():
+    """Threads of a timed job: every core, so that nothing else runs while a variant is timed.
+
+    --cores on one machine; inside a cluster job (run with --cores all) the cores that job was
+    given. Where no total is set (a cluster's submitting process, --unlock), 1: the cluster's
+    cpus_per_task then sizes the job.
+    """
+    cores = workflow.resource_settings.cores
+    return cores if cores and cores != sys.maxsize else 1
 
 
 def variant_spec(wildcards):

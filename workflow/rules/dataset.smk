@@ -1,6 +1,8 @@
 if DATASET == "synthetic":
 
     rule synthetic_dataset:
+        input:
+            code=library("synthetic_dataset.py"),
         output:
             directory(str(RAW)),
         log:
@@ -16,7 +18,7 @@ if DATASET == "synthetic":
 rule prepare_dataset:
     input:
         raw=str(RAW),
-        code=library("market.py"),
+        code=library("prepare_dataset.py"),
     output:
         str(PREPARED_MARKER),
     log:
@@ -33,7 +35,8 @@ if DATASET == "market1501" and not REAL_RAW.is_dir():
 
     rule extract_market:
         input:
-            str(REAL_ZIP),
+            archive=str(REAL_ZIP),
+            code=library("extract_market.py"),
         output:
             directory(str(REAL_RAW)),
         log:
@@ -47,6 +50,8 @@ if DATASET == "market1501" and not REAL_RAW.is_dir():
 if DATASET == "market1501" and not REAL_ZIP.is_file() and config["dataset"]["url"]:
 
     rule download_market:
+        input:
+            code=library("fetch.py"),
         output:
             str(REAL_ZIP),
         log:

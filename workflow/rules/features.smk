@@ -2,7 +2,7 @@ rule extract_features:
     input:
         model="results/{variant}/model.pt",
         data=str(PREPARED_MARKER),
-        code=library("features.py", "variants.py", "pipeline.py", "data.py"),
+        code=library("extract_features.py"),
     output:
         features="results/{variant}/{device}/features.mat",
         timing="results/{variant}/{device}/timing.json",
@@ -11,7 +11,7 @@ rule extract_features:
     conda:
         lambda wildcards: f"../../envs/{wildcards.device}.yaml"
     # Every core: nothing else may run while a variant is being timed.
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         gpu=lambda wildcards: int(wildcards.device == "cuda"),
     params:

@@ -1,16 +1,17 @@
 rule train:
     input:
         data=str(PREPARED_MARKER),
-        code=library("train.py", "model.py", "data.py"),
+        code=library("train.py"),
     output:
         weights=f"results/train/{DATASET}/net_last.pth",
         opts=f"results/train/{DATASET}/opts.yaml",
         curve=f"results/train/{DATASET}/training_curve.png",
+        summary=f"results/train/{DATASET}/train.json",
     log:
         f"results/logs/train_{DATASET}.log",
     conda:
         "../../envs/cpu.yaml"
-    threads: workflow.cores
+    threads: all_cores()
     params:
         dataset=DATASET,
         settings=stable(config["train"]),
@@ -22,6 +23,8 @@ rule train:
 
 
 rule untrained_weights:
+    input:
+        code=library("untrained_weights.py"),
     output:
         weights=f"results/untrained/{DATASET}/net_last.pth",
         opts=f"results/untrained/{DATASET}/opts.yaml",
@@ -36,6 +39,8 @@ rule untrained_weights:
 
 
 rule download_weights:
+    input:
+        code=library("download_weights.py"),
     output:
         weights="model/downloads/{checkpoint}/net_last.pth",
         opts="model/downloads/{checkpoint}/opts.yaml",

@@ -3,7 +3,7 @@ rule quantize:
         weights=str(WEIGHTS / "net_last.pth"),
         opts=str(WEIGHTS / "opts.yaml"),
         data=str(PREPARED_MARKER),
-        code=library("variants.py", "pipeline.py", "model.py"),
+        code=library("quantize.py"),
     output:
         model="results/{variant}/model.pt",
         info="results/{variant}/quantize.json",
@@ -11,7 +11,7 @@ rule quantize:
         "results/logs/quantize_{variant}.log",
     conda:
         "../../envs/cpu.yaml"
-    threads: workflow.cores
+    threads: all_cores()
     params:
         spec=lambda wildcards: stable(variant_spec(wildcards)),
         height=config["input"]["height"],

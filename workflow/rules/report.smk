@@ -3,7 +3,7 @@ rule summary:
         metrics=job_outputs("results/{variant}/{device}/metrics.json"),
         timing=job_outputs("results/{variant}/{device}/timing.json"),
         quantize=job_outputs("results/{variant}/quantize.json"),
-        code=library("summary.py", "plots.py"),
+        code=library("summary.py"),
     output:
         csv=report(
             "results/summary.csv",

@@ -11,5 +11,5 @@ from reidquant.rulelog import run_rule
 p = snakemake.params
 info = run_rule(snakemake.log[0], quantize, snakemake.wildcards.variant, json.loads(p.spec),
                 Path(snakemake.input.weights).parent, Path(snakemake.input.data).parent, Path(snakemake.output.model),
-                height=p.height, width=p.width, threads=p.threads)
+                height=p.height, width=p.width, threads=p.threads or snakemake.threads)
 write_json(snakemake.output.info, info)

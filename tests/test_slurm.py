@@ -1,0 +1,53 @@
+"""The tiny config on a real one-node SLURM cluster, through profiles/slurm, as the README says.
+
+`tests/slurm/start.sh` installs and starts the cluster (Debian's slurm-wlm and munge; root).
+Without a cluster the test is skipped, unless REIDQUANT_SLURM=required (as in .ci/run).
+"""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import make_project, read_summary, snakemake
+
+ACCURACY = ["rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP", "cos_mean", "cos_min", "top1_agreement"]
+
+
+def cluster_is_up() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return states.returncode == 0 and bool({"idle", "mixed", "allocated"} & set(states.stdout.split()))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not cluster_is_up():
+        message = "no SLURM cluster here (start one with: sudo bash tests/slurm/start.sh)"
+        if os.environ.get("REIDQUANT_SLURM") == "required":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def test_tiny_config_on_slurm_matches_a_local_run(cluster, finished, tmp_path):
+    local, _ = finished
+    project = make_project(tmp_path)
+    # The README's command, with this cluster's partition and a size that fits its one node
+    # (2 CPUs each, so timed jobs run one at a time and get every core), no --cores.
+    result = snakemake(
+        project, "--workflow-profile", "profiles/slurm", "results/summary.csv",
+        "--default-resources", "slurm_partition=test", "mem_mb=2000", "cpus_per_task=2", "runtime=30",
+        "--set-resources", "extract_features:slurm_partition=test",
+        "--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
+        cores=None)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "SLURM jobid" in result.stdout + result.stderr  # the jobs really went through sbatch
+    on_cluster = {(r["variant"], r["device"]): r for r in read_summary(project)}
+    here = {(r["variant"], r["device"]): r for r in read_summary(local)}
+    assert on_cluster.keys() == here.keys()
+    for key, row in on_cluster.items():
+        assert row["threads"] == "2", key  # the cores the job was given
+        for column in ACCURACY:
+            assert float(row[column]) == pytest.approx(float(here[key][column]), abs=1e-6), (key, column)
