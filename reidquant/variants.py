@@ -219,19 +219,25 @@ def _read_artifact(path: Path, kind: str) -> dict:
     return saved
 
 
+def _is_export_archive(path: Path) -> bool:
+    """A ``torch.export.save`` archive names its format; a ``torch.save`` file does not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/archive_format") for name in archive.namelist())
+
+
 def _load_pt2e_int8(path: Path, spec: dict) -> Runner:
+    if not _is_export_archive(path):
+        raise ReidQuantError(f"{path}: not a pt2e_int8 artifact (a torch.export program written by quantize)")
     # Importing these registers the quantized ops and, with them, Inductor's int8 lowerings
     # (oneDNN qconv/qlinear fusions). Without them the program compiles and runs 4-5x slower.
     import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
     from torch._inductor import config as inductor_config
 
-    try:
-        with open(path, "rb") as handle:
-            module = torch.export.load(handle).module()
-    except Exception as error:  # torch.export raises several types for a file that is not a program
-        raise ReidQuantError(f"{path}: not a pt2e_int8 artifact (a torch.export program) written by quantize "
-                             f"({_layer_of(error)})") from None
+    with open(path, "rb") as handle:
+        module = torch.export.load(handle).module()
     # int8-mixed-bf16: what is not quantized (the pre-activation BatchNorms, pooling) runs in
     # bfloat16 between the int8 kernels, halving their memory traffic.
     autocast = torch.bfloat16 if spec.get("mixed_bf16", True) and cpu_has_bf16() else None

@@ -1,0 +1,112 @@
+"""``python -m reidquant`` on bad input: one line naming what and where, a non-zero exit, no traceback."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import scipy.io
+
+from conftest import ROOT, market_like, run_cli
+from reidquant.model import save_untrained
+from reidquant.pipeline import quantize
+
+
+def assert_one_line_error(result, text, status=1):
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("reidquant: error: "), result.stderr
+    assert text in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def fp32_artifact(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    save_untrained(root / "weights", nclasses=4)
+    quantize("fp32", {"type": "fp32"}, root / "weights", root / "unused", root / "fp32.pt", height=64, width=32)
+    return root / "fp32.pt"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ('{"type": "fp32"', "--spec: not valid JSON"),
+    ('{"calibration_images": 8}', "--spec: 'type' is a required property"),
+    ('{"type": "half"}', "--spec: 'dtype' is a required property"),
+    ('{"type": "pt2e_int8", "calibration_images": 0}', "--spec field calibration_images: 0 is less than"),
+    ('["fp32"]', "--spec: expected a JSON object"),
+])
+def test_bad_spec(tmp_path, spec, message):
+    result = run_cli("quantize", "--name", "x", "--spec", spec, "--weights", tmp_path, "--data", tmp_path,
+                     "--out", tmp_path / "x.pt")
+    assert_one_line_error(result, message)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ('{"type": "eager_int8"}', "holds a fp32 variant, but the spec says type eager_int8"),
+    ('{"type": "pt2e_int8"}', "not a pt2e_int8 artifact"),
+])
+def test_artifact_of_another_type(fp32_artifact, tmp_path, spec, message):
+    result = run_cli("extract", "--artifact", fp32_artifact, "--spec", spec, "--data", tmp_path,
+                     "--out", tmp_path / "f.mat", "--timing", tmp_path / "t.json", "--height", 64, "--width", 32)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "f.mat").exists()
+
+
+def test_missing_artifact_and_bad_sizes(tmp_path):
+    common = ["--spec", '{"type": "fp32"}', "--data", tmp_path, "--out", tmp_path / "f.mat",
+              "--timing", tmp_path / "t.json"]
+    result = run_cli("extract", "--artifact", tmp_path / "absent.pt", *common)
+    assert_one_line_error(result, "absent.pt: variant artifact not found")
+    result = run_cli("extract", "--artifact", tmp_path / "absent.pt", *common, "--ms", "1", "0.01")
+    assert_one_line_error(result, "ms: scale 0.01 turns the 256x128 input into 25x12")
+    result = run_cli("extract", "--artifact", tmp_path / "a.pt", *common, "--batch-size", "0")
+    assert result.returncode == 2 and "--batch-size: must be at least 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_train_settings(tmp_path):
+    for settings, message in (('{"epochs": 0}', "--settings field epochs: 0 is less than the minimum of 1"),
+                              ("{epochs: 3}", "--settings: not valid JSON")):
+        result = run_cli("train", "--data", tmp_path, "--out", tmp_path / "ckpt", "--settings", settings)
+        assert_one_line_error(result, message)
+        assert not (tmp_path / "ckpt").exists()
+
+
+def write_features(path, rng, **changes):
+    qf, ql, qc, gf, gl, gc = market_like(rng)
+    mat = {"query_f": qf, "query_label": ql, "query_cam": qc, "gallery_f": gf, "gallery_label": gl,
+           "gallery_cam": gc, **changes}
+    scipy.io.savemat(path, mat)
+    return path
+
+
+def test_evaluate_bad_features(tmp_path, rng):
+    labels = np.array([f"person{i}" for i in range(60)])
+    result = run_cli("evaluate", write_features(tmp_path / "s.mat", rng, query_label=labels))
+    assert_one_line_error(result, "s.mat: query_label must hold integers")
+    zeros = np.zeros((400, 32), np.float32)
+    result = run_cli("evaluate", write_features(tmp_path / "z.mat", rng, gallery_f=zeros), "--json", tmp_path / "m.json")
+    assert_one_line_error(result, "z.mat: gallery_f row 0 is all zeros")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_evaluate_json_that_cannot_be_written(tmp_path, rng):
+    (tmp_path / "file").write_text("")
+    result = run_cli("evaluate", write_features(tmp_path / "f.mat", rng), "--json", tmp_path / "file" / "m.json")
+    assert_one_line_error(result, "file/m.json: cannot write here")
+
+
+def test_ctrl_c_is_one_line_and_leaves_nothing(tmp_path):
+    out = tmp_path / "synthetic"
+    process = subprocess.Popen([sys.executable, "-m", "reidquant", "synth", "--out", str(out), "--train-ids", "500"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".synthetic.*/query/*.jpg")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # wait until images are being written
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "reidquant: interrupted"
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its staging copy
