@@ -1,4 +1,8 @@
-"""What every rule script does around its work: tee output into the rule's log, one-line errors."""
+"""What every rule script does around its work: tee output into the rule's log, one-line errors.
+
+Rule scripts import this module first: from then on a Ctrl-C, even during the heavy imports
+that follow, ends the job with one line instead of a KeyboardInterrupt traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,16 @@ import contextlib
 import sys
 
 from reidquant.errors import run_for_user
+
+
+def _quiet_interrupt(kind, value, traceback):
+    if issubclass(kind, KeyboardInterrupt):
+        print("reidquant: interrupted", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, value, traceback)
+
+
+sys.excepthook = _quiet_interrupt  # only rule scripts import this module
 
 
 class _Tee:

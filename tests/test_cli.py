@@ -110,3 +110,14 @@ def test_ctrl_c_is_one_line_and_leaves_nothing(tmp_path):
     assert process.returncode == 130 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "reidquant: interrupted"
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its staging copy
+
+
+def test_ctrl_c_in_a_rule_script_is_one_line_even_while_importing():
+    code = "import reidquant.rulelog\nimport json\nraise {}"
+    for error, quiet in (("KeyboardInterrupt", True), ("ValueError('a bug')", False)):
+        result = subprocess.run([sys.executable, "-c", code.format(error)], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode != 0
+        if quiet:
+            assert result.stderr.strip() == "reidquant: interrupted"
+        else:  # anything else is a bug and keeps its traceback
+            assert "Traceback" in result.stderr and "a bug" in result.stderr

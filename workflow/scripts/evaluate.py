@@ -3,8 +3,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
 
+from reidquant.rulelog import run_rule  # first: a Ctrl-C during the imports below is one line too
 from reidquant.evaluate import evaluate_and_save
-from reidquant.rulelog import run_rule
 
 run_rule(snakemake.log[0], evaluate_and_save, snakemake.input.features, snakemake.input.reference or None,
          snakemake.output[0])

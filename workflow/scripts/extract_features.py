@@ -4,8 +4,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
 
+from reidquant.rulelog import run_rule  # first: a Ctrl-C during the imports below is one line too
 from reidquant.pipeline import extract_features
-from reidquant.rulelog import run_rule
 
 p = snakemake.params
 extract, benchmark = json.loads(p.extract), json.loads(p.benchmark)

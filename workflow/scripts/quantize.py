@@ -4,9 +4,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
 
+from reidquant.rulelog import run_rule  # first: a Ctrl-C during the imports below is one line too
 from reidquant.jsonio import write_json
 from reidquant.pipeline import quantize
-from reidquant.rulelog import run_rule
 
 p = snakemake.params
 info = run_rule(snakemake.log[0], quantize, snakemake.wildcards.variant, json.loads(p.spec),

@@ -3,8 +3,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
 
+from reidquant.rulelog import run_rule  # first: a Ctrl-C during the imports below is one line too
 from reidquant.plots import plot_summary
-from reidquant.rulelog import run_rule
 from reidquant.summary import summarize
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
 
-from reidquant.rulelog import run_rule
+from reidquant.rulelog import run_rule  # first: a Ctrl-C during the imports below is one line too
 from reidquant.train import recipe, train
 
 p = snakemake.params
