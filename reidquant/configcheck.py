@@ -13,7 +13,8 @@ from reidquant.errors import ReidQuantError
 # (measured: 28 fails in the last pool, 29 runs; the same with stride 1).
 MIN_INPUT_SIZE = 29
 REFERENCE = "fp32"
-
+# The workflow's schema, also used by ``python -m reidquant`` (the package runs from the repository).
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", type(None): "null", str: "string"}
 
@@ -67,10 +68,6 @@ def _scalar(text: str, schema: dict):
     return text
 
 
-# The workflow's schema, also used by ``python -m reidquant`` (the package runs from the repository).
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
-
-
 def problem(where: str, error: jsonschema.ValidationError) -> str:
     """``<where> field a.b: message``, or ``<where>: message`` for the object itself."""
     path = ".".join(str(part) for part in error.absolute_path)
@@ -92,9 +89,6 @@ def check_config(config: dict, schema_path: Path) -> None:
     if variants[REFERENCE]["type"] != REFERENCE:
         raise ReidQuantError(f"config field variants.{REFERENCE}.type: the reference every row is compared "
                              f"against must be type {REFERENCE}, not {variants[REFERENCE]['type']}")
-    size = config.get("input", {})
-    check_input_size(size.get("height", 256), size.get("width", 128), config.get("extract", {}).get("ms", [1]),
-                     field="config field extract.ms")
 
 
 def check_input_size(height: int, width: int, ms=(1,), field: str = "ms") -> None:
@@ -103,9 +97,9 @@ def check_input_size(height: int, width: int, ms=(1,), field: str = "ms") -> Non
         factor = float(scale) ** 0.5
         h, w = int(height * factor), int(width * factor)  # F.interpolate floors the scaled size
         if min(h, w) < MIN_INPUT_SIZE:
-            raise ReidQuantError(
-                f"{field}: scale {scale} turns the {height}x{width} input into {h}x{w}; ft_net_dense needs at "
-                f"least {MIN_INPUT_SIZE} pixels per side")
+            size = f"scale {scale} turns the {height}x{width} input into {h}x{w}" if factor != 1 else \
+                f"{height}x{width} is too small"
+            raise ReidQuantError(f"{field}: {size}; ft_net_dense needs at least {MIN_INPUT_SIZE} pixels per side")
 
 
 def schema_part(*keys: str, schema_path: Path = SCHEMA_PATH) -> dict:

@@ -278,7 +278,7 @@ def test_real_market_zip_is_extracted_and_prepared(tmp_path):
         for path in sorted((tmp_path / "release").rglob("*.jpg")):
             zipped.write(path, path.relative_to(tmp_path / "release"))
     assert raw["test_ids"] == 2
-    result = snakemake(project, "Market/pytorch/prepared.json")
+    result = snakemake(project, "Market/pytorch")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (project / "Market" / "Market-1501-v15.09.15" / "gt_bbox").is_dir()
     assert len(list((project / "Market" / "pytorch" / "query").rglob("*.jpg"))) == 4

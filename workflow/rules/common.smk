@@ -6,7 +6,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from reidquant.codedeps import library_files
-from reidquant.configcheck import check_config, coerce_config
+from reidquant.configcheck import check_config, check_input_size, coerce_config
 from reidquant.devices import device_available, unsupported_reason
 from reidquant.errors import ReidQuantError
 from reidquant.market import RAW_NAME
@@ -18,14 +18,20 @@ def fail(message):
 
 
 # --config values arrive as strings; then one line naming the first wrong field; then
-# Snakemake's validation fills in the schema's defaults.
+# Snakemake's validation fills in the schema's defaults, which the size check needs.
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 coerce_config(config, SCHEMA)
 try:
     check_config(config, SCHEMA)
+    validate(config, "../schemas/config.schema.yaml")
+    check_input_size(
+        config["input"]["height"],
+        config["input"]["width"],
+        config["extract"]["ms"],
+        field="config field extract.ms",
+    )
 except ReidQuantError as error:
     fail(error)
-validate(config, "../schemas/config.schema.yaml")
 
 MARKET = Path("Market")
 REAL_ZIP = MARKET / f"{RAW_NAME}.zip"
@@ -56,7 +62,6 @@ DATASET = dataset_source()
 DATA_ROOT = MARKET if DATASET == "market1501" else MARKET / "synthetic"
 RAW = DATA_ROOT / RAW_NAME
 PREPARED = DATA_ROOT / "pytorch"
-PREPARED_MARKER = PREPARED / "prepared.json"
 
 
 def weights_source():

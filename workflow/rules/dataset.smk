@@ -20,7 +20,7 @@ rule prepare_dataset:
         raw=str(RAW),
         code=library("prepare_dataset.py"),
     output:
-        str(PREPARED_MARKER),
+        directory(str(PREPARED)),
     log:
         "results/logs/prepare_dataset.log",
     conda:

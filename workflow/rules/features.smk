@@ -1,7 +1,7 @@
 rule extract_features:
     input:
         model="results/{variant}/model.pt",
-        data=str(PREPARED_MARKER),
+        data=str(PREPARED),
         code=library("extract_features.py"),
     output:
         features="results/{variant}/{device}/features.mat",

@@ -1,6 +1,6 @@
 rule train:
     input:
-        data=str(PREPARED_MARKER),
+        data=str(PREPARED),
         code=library("train.py"),
     output:
         weights=f"results/train/{DATASET}/net_last.pth",

@@ -2,7 +2,7 @@ rule quantize:
     input:
         weights=str(WEIGHTS / "net_last.pth"),
         opts=str(WEIGHTS / "opts.yaml"),
-        data=str(PREPARED_MARKER),
+        data=str(PREPARED),
         code=library("quantize.py"),
     output:
         model="results/{variant}/model.pt",

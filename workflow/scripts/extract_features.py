@@ -10,7 +10,7 @@ from reidquant.pipeline import extract_features
 p = snakemake.params
 extract, benchmark = json.loads(p.extract), json.loads(p.benchmark)
 run_rule(snakemake.log[0], extract_features, Path(snakemake.input.model), json.loads(p.spec),
-         snakemake.wildcards.device, Path(snakemake.input.data).parent, Path(snakemake.output.features),
+         snakemake.wildcards.device, Path(snakemake.input.data), Path(snakemake.output.features),
          Path(snakemake.output.timing), height=p.height, width=p.width, batch_size=extract["batch_size"],
          workers=extract["workers"], ms=extract["ms"], threads=p.threads or snakemake.threads,
          warmup=benchmark["warmup"], repeats=benchmark["repeats"])

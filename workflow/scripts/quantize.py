@@ -10,6 +10,6 @@ from reidquant.pipeline import quantize
 
 p = snakemake.params
 info = run_rule(snakemake.log[0], quantize, snakemake.wildcards.variant, json.loads(p.spec),
-                Path(snakemake.input.weights).parent, Path(snakemake.input.data).parent, Path(snakemake.output.model),
+                Path(snakemake.input.weights).parent, Path(snakemake.input.data), Path(snakemake.output.model),
                 height=p.height, width=p.width, threads=p.threads or snakemake.threads)
 write_json(snakemake.output.info, info)

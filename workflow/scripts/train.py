@@ -9,5 +9,5 @@ from reidquant.train import recipe, train
 
 p = snakemake.params
 hp = recipe(json.loads(p.settings), p.dataset)
-run_rule(snakemake.log[0], train, Path(snakemake.input.data).parent, Path(snakemake.output.weights).parent, hp,
+run_rule(snakemake.log[0], train, Path(snakemake.input.data), Path(snakemake.output.weights).parent, hp,
          height=p.height, width=p.width, threads=p.threads or snakemake.threads)
