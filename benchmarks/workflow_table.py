@@ -32,14 +32,18 @@ WHAT = {
     "fp16": "the whole network in float16, channels-last",
 }
 COLUMNS = ["variant", "device", "precision", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",
-           "speedup", "rank1", "mAP", "mAP_delta", "cos_mean", "cos_min", "top1_agreement", "compile_s"]
+           "speedup", "speedup_lo", "speedup_hi", "rank1", "mAP", "mAP_lo", "mAP_hi", "mAP_delta", "mAP_delta_lo",
+           "mAP_delta_hi", "cos_mean", "cos_min", "top1_agreement", "compile_s"]
 
 
 def sentence(row) -> str:
     text = (f"**{row.variant} / {row.device}** — {WHAT.get(row.precision, row.precision)}: "
-            f"{row.model_img_per_s:.1f} images/s model-only ({row.speedup:.2f}× fp32), "
+            f"{row.model_img_per_s:.1f} images/s model-only ({row.speedup:.2f}× fp32 timed side by side, "
+            f"{row.speedup_lo:.2f}–{row.speedup_hi:.2f} over the rounds), "
             f"{row.size_mb:.1f} MB ({row.size_ratio:.2f}× fp32), mAP {row.mAP * 100:.2f} "
-            f"({row.mAP_delta:+.2f} points), features at cosine {row.cos_mean:.4f} (worst {row.cos_min:.4f}) "
+            f"[{row.mAP_lo * 100:.2f}, {row.mAP_hi * 100:.2f}], {row.mAP_delta:+.2f} points against fp32 "
+            f"[{row.mAP_delta_lo:+.2f}, {row.mAP_delta_hi:+.2f}], features at cosine {row.cos_mean:.4f} "
+            f"(worst {row.cos_min:.4f}) "
             f"to fp32 with {row.top1_agreement * 100:.1f}% of top-1 matches unchanged")
     if row.compile_s and row.compile_s > 0:
         text += f"; compiling took {row.compile_s:.0f} s, once, outside the timing"

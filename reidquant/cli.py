@@ -78,10 +78,12 @@ def _extract(args) -> None:
     from reidquant.pipeline import extract_features
 
     spec = variant_spec(args.spec)
+    reference = Path(args.reference_artifact) if args.reference_artifact else None
     timing = extract_features(Path(args.artifact), spec, args.device, Path(args.data), Path(args.out),
                               Path(args.timing), height=args.height, width=args.width,
-                              batch_size=args.batch_size, workers=args.workers, ms=args.ms, threads=args.threads)
-    print(json.dumps({k: v for k, v in timing.items() if k != "batch_s"}))
+                              batch_size=args.batch_size, workers=args.workers, ms=args.ms, threads=args.threads,
+                              reference_artifact=reference, reference_spec=variant_spec('{"type": "fp32"}'))
+    print(json.dumps({k: v for k, v in timing.items() if not isinstance(v, list)}))
 
 
 def _fetch(args) -> None:
@@ -149,6 +151,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=at_least(1), default=32)
     p.add_argument("--workers", type=at_least(0), default=1)
     p.add_argument("--ms", type=float, nargs="+", default=[1.0])
+    p.add_argument("--reference-artifact", help="the fp32 artifact, timed side by side for the speedup")
     p.set_defaults(run=_extract)
 
     p = commands.add_parser("fetch", help="download a file with an optional sha256 check")

@@ -83,33 +83,59 @@ def extract(runner: Runner, paths, height: int, width: int, batch_size: int, wor
     return torch.cat(features).numpy().astype(np.float32)
 
 
-def model_throughput(runner: Runner, batch: torch.Tensor, warmup: int = 2, repeats: int = 5) -> dict:
-    """Forward passes per second on a fixed in-memory batch: warm-up (and compilation) excluded."""
+def _timed(runner: Runner, batch: torch.Tensor) -> float:
+    start = time.perf_counter()
+    runner(batch)
+    runner.synchronize()
+    return time.perf_counter() - start
+
+
+def model_throughput(runner: Runner, batch: torch.Tensor, warmup: int = 2, repeats: int = 5,
+                     reference: Runner | None = None) -> dict:
+    """Forward passes per second on a fixed in-memory batch: warm-up (and compilation) excluded.
+
+    With a ``reference`` (fp32 on the same device), both are timed in alternating rounds on
+    the same batch, and ``speedup`` is the median of the per-round ratios: a shared machine's
+    speed drifts between minutes, not between two calls a second apart.
+    """
     with torch.inference_mode():
-        start = time.perf_counter()
-        runner(batch)
-        runner.synchronize()
-        first_call_s = time.perf_counter() - start
+        first_call_s = _timed(runner, batch)
         for _ in range(max(0, warmup - 1)):
             runner(batch)
+        for _ in range(warmup if reference is not None else 0):
+            reference(batch)
         runner.synchronize()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            runner(batch)
-            runner.synchronize()
-            times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    return {"model_img_per_s": len(batch) / median, "first_call_s": first_call_s,
-            "batch_s": times, "batch_size": len(batch)}
+        times, reference_times = [], []
+        for round_ in range(repeats):
+            if reference is not None and round_ % 2 == 1:  # alternate who goes first
+                reference_times.append(_timed(reference, batch))
+            times.append(_timed(runner, batch))
+            if reference is not None and round_ % 2 == 0:
+                reference_times.append(_timed(reference, batch))
+    timing = {"model_img_per_s": len(batch) / statistics.median(times), "first_call_s": first_call_s,
+              "batch_s": times, "batch_size": len(batch)}
+    if reference is not None:
+        ratios = np.array(reference_times) / np.array(times)
+        timing.update({
+            "reference_batch_s": reference_times,
+            "reference_img_per_s": len(batch) / statistics.median(reference_times),
+            "round_speedups": ratios.tolist(),
+            "speedup": float(np.median(ratios)),
+            "speedup_lo": float(np.percentile(ratios, 10)),
+            "speedup_hi": float(np.percentile(ratios, 90)),
+        })
+    return timing
 
 
 def extract_dataset(runner: Runner, root: Path, height: int, width: int, batch_size: int, workers: int,
-                    ms=(1,), warmup: int = 2, repeats: int = 5) -> tuple[dict, dict]:
-    """Query and gallery features of a prepared dataset, and the throughput measured on it."""
+                    ms=(1,), warmup: int = 2, repeats: int = 5, reference: Runner | None = None
+                    ) -> tuple[dict, dict]:
+    """Query and gallery features of a prepared dataset, and the throughput measured on it
+    (side by side with ``reference``, when given)."""
     query, gallery = list_prepared(root, "query"), list_prepared(root, "gallery")
     # The same images for every variant: the first batch of the gallery.
-    timing = model_throughput(runner, load_batch(gallery[:batch_size], height, width), warmup, repeats)
+    timing = model_throughput(runner, load_batch(gallery[:batch_size], height, width), warmup, repeats,
+                              reference)
     start = time.perf_counter()
     query_f = extract(runner, query, height, width, batch_size, workers, ms, desc="query")
     gallery_f = extract(runner, gallery, height, width, batch_size, workers, ms, desc="gallery")

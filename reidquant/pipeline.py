@@ -74,19 +74,27 @@ def cpu_model() -> str:
 
 def extract_features(artifact: Path, spec: dict, device: str, data_root: Path, out: Path, timing_out: Path,
                      height: int = 256, width: int = 128, batch_size: int = 32, workers: int = 1, ms=(1,),
-                     threads: int | None = None, warmup: int = 2, repeats: int = 5) -> dict:
-    """Features of one variant on one device into ``out`` (.mat), and its timing into ``timing_out``."""
+                     threads: int | None = None, warmup: int = 2, repeats: int = 5,
+                     reference_artifact: Path | None = None, reference_spec: dict | None = None) -> dict:
+    """Features of one variant on one device into ``out`` (.mat), and its timing into ``timing_out``.
+
+    With ``reference_artifact`` (the fp32 variant), its speed is timed in alternating rounds
+    with this variant's on the same batch, for the speedup.
+    """
     if not device_available(device):
         raise ReidQuantError(f"device {device!r} was asked for but this machine has no CUDA device")
     reason = unsupported_reason(spec, device)
     if reason:
         raise ReidQuantError(f"variant type {spec['type']} cannot run on {device}: {reason}")
     check_input_size(height, width, ms)
-    if not Path(artifact).is_file():
-        raise ReidQuantError(f"{artifact}: variant artifact not found (build it with quantize)")
+    for path in (artifact, reference_artifact):
+        if path is not None and not Path(path).is_file():
+            raise ReidQuantError(f"{path}: variant artifact not found (build it with quantize)")
     threads = set_threads(threads)
     runner = load_runner(Path(artifact), spec, device)
-    mat, timing = extract_dataset(runner, Path(data_root), height, width, batch_size, workers, ms, warmup, repeats)
+    reference = None if reference_artifact is None else load_runner(Path(reference_artifact), reference_spec, device)
+    mat, timing = extract_dataset(runner, Path(data_root), height, width, batch_size, workers, ms, warmup, repeats,
+                                  reference)
     compiled = spec["type"] == "pt2e_int8" and spec.get("compile", True) or spec.get("compile", False)
     timing.update({
         "device": device,

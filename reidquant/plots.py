@@ -9,24 +9,44 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 MARKERS = {"cpu": "o", "cuda": "s"}
 
 
+# The accuracy axis spans at least this many points, so that differences well inside the
+# intervals do not fill the picture.
+MIN_ACCURACY_SPAN = 5.0
+
+
 def accuracy_vs_speed(table: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for device, rows in table.groupby("device"):
-        ax.scatter(rows["model_img_per_s"], rows["mAP"] * 100, marker=MARKERS.get(device, "o"), s=60,
-                   label=device)
-        for _, row in rows.iterrows():
-            ax.annotate(row["variant"], (row["model_img_per_s"], row["mAP"] * 100), textcoords="offset points",
-                        xytext=(5, 4), fontsize=8)
+    """mAP (bootstrap interval) against speedup over fp32 (spread of the side-by-side rounds).
+
+    Points are named in the legend, not beside them, so names never overlap.
+    """
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    colours = plt.get_cmap("tab10")
+    for i, (_, row) in enumerate(table.iterrows()):
+        x, y = row["speedup"], row["mAP"] * 100
+        ax.errorbar(x, y, xerr=[[x - row["speedup_lo"]], [row["speedup_hi"] - x]],
+                    yerr=[[y - row["mAP_lo"] * 100], [row["mAP_hi"] * 100 - y]],
+                    fmt=MARKERS.get(row["device"], "o"), color=colours(i % 10), markersize=7, capsize=3,
+                    label=f"{row['variant']} / {row['device']}")
+    low, high = table["mAP_lo"].min() * 100, table["mAP_hi"].max() * 100
+    middle, span = (low + high) / 2, max(high - low, MIN_ACCURACY_SPAN) * 1.15
+    ax.set_ylim(max(0.0, middle - span / 2), min(100.0, middle + span / 2))
     ax.set_xscale("log")
-    ax.set_xlabel("model throughput (images/s, log scale)")
+    times = FuncFormatter(lambda value, _: f"{value:g}\u00d7")
+    ax.xaxis.set_major_formatter(times)
+    ax.xaxis.set_minor_formatter(times)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("speedup over fp32 on the same device (model throughput, log scale)")
     ax.set_ylabel("mAP (%)")
-    ax.set_title("Accuracy against speed, per device")
+    ax.set_title("Accuracy against speed (bars: 95% bootstrap interval; 10th-90th percentile of rounds)",
+                 fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(title="device")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,10 +1,12 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import scipy.io
 
-from conftest import market_like, run_cli
+from conftest import ROOT, market_like, run_cli
 from reidquant.errors import ReidQuantError
 from reidquant.evaluate import (evaluate, evaluate_file, evaluate_per_query, fidelity, load_features,
                                 top_ranked)
@@ -44,6 +46,10 @@ def test_fast_path_equals_per_query_loop(seed):
     for key in METRICS:
         assert fast[key] == pytest.approx(slow[key], abs=1e-9), key
     assert fast["cmc"] == pytest.approx(slow["cmc"], abs=1e-9)
+    assert fast["per_query"]["ap"] == pytest.approx(slow["per_query"]["ap"], abs=1e-9)
+    assert fast["per_query"]["rank1"] == slow["per_query"]["rank1"]
+    assert np.mean(fast["per_query"]["ap"]) == pytest.approx(fast["mAP"], abs=1e-12)
+    assert np.mean(fast["per_query"]["rank1"]) == fast["rank1"]
     assert fast["num_query"] == 60
     assert fast["num_valid_query"] == slow["num_valid_query"] == 58  # same-camera-only and absent skipped
 
@@ -204,3 +210,42 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
     assert not (tmp_path / "m.json").exists()
     result = run_cli("evaluate", tmp_path / "absent.mat")
     assert result.returncode == 1 and "no such features file" in result.stderr
+
+
+def tail_kernel_product(query_rows, gallery_rows):
+    """A product whose last (size mod 8) columns come out one ulp high, as some BLAS kernels do."""
+    scores = query_rows @ gallery_rows.T
+    tail = gallery_rows.shape[0] % 8
+    if tail:
+        scores[:, -tail:] = np.nextafter(scores[:, -tail:], np.inf)
+    return scores
+
+
+def test_identical_gallery_images_tie_even_in_the_tail_columns(monkeypatch, rng):
+    """A true match and its exact copy, labelled a distractor, in the product's tail columns."""
+    import reidquant.evaluate as module
+
+    dim, size = 32, 8 * 6 + 3
+    gallery_f = rng.normal(size=(size, dim)).astype(np.float32)
+    gallery_f /= np.linalg.norm(gallery_f, axis=1, keepdims=True)
+    gallery_label, gallery_cam = rng.integers(1, 9, size), np.full(size, 2)
+    gallery_label[0] = 50  # the true match, first in gallery order
+    gallery_f[-1], gallery_label[-1] = gallery_f[0], 0  # its copy, last
+    query_f = gallery_f[[0] * 5] + 0.01 * rng.normal(size=(5, dim)).astype(np.float32)
+    query_f /= np.linalg.norm(query_f, axis=1, keepdims=True)
+    data = (query_f, np.full(5, 50), np.ones(5, int), gallery_f, gallery_label, gallery_cam)
+    monkeypatch.setattr(module, "product", tail_kernel_product)
+    # equal scores keep gallery order: the true match ranks first for every query
+    assert module.evaluate(*data)["rank1"] == 1.0
+    assert module.evaluate_per_query(*data)["rank1"] == 1.0
+    top = np.concatenate(list(module.top_ranked(query_f, gallery_f, 2)))
+    assert (top[:, 0] == 0).all()
+
+
+def test_scoring_does_not_import_torch(tmp_path, rng):
+    path = write_mat(tmp_path / "f.mat", market_like(rng))
+    code = ("import sys; from reidquant.cli import main; main(['evaluate', sys.argv[1]]); "
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch')")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "no torch"

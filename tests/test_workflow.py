@@ -1,5 +1,6 @@
 """The real ``snakemake`` on a tiny configuration, in a copy of the repository."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,7 +26,18 @@ def test_summary_has_contract_columns_and_rows(finished):
     assert float(int8["size_ratio"]) < 0.35
     assert 0 <= float(int8["mAP"]) <= 1 and 0 < float(int8["cos_mean"]) <= 1.0001
     assert (project / "results" / "fp32" / "cpu" / "features.mat").exists()
-    assert (project / "results" / "summary.md").read_text().count("| fp32 | cpu |") == 1
+    assert float(int8["speedup_lo"]) <= float(int8["speedup"]) <= float(int8["speedup_hi"])
+    assert float(int8["mAP_lo"]) <= float(int8["mAP"]) <= float(int8["mAP_hi"])
+    assert float(int8["mAP_delta_lo"]) <= float(int8["mAP_delta"]) <= float(int8["mAP_delta_hi"])
+    timing = json.loads((project / "results" / "int8_seed" / "cpu" / "timing.json").read_text())
+    assert len(timing["round_speedups"]) == TINY["benchmark"]["repeats"]  # timed side by side with fp32
+    assert float(int8["speedup"]) == pytest.approx(timing["speedup"], rel=1e-5)  # the CSV keeps 6 digits
+    text = (project / "results" / "summary.md").read_text()
+    assert text.count("| fp32 | cpu |") == 1
+    if not shutil.which("nvidia-smi"):
+        assert "- * / cuda: no CUDA device on this machine" in text
+    if ("bf16", "cpu") not in rows:
+        assert "- bf16 / cpu: this CPU has no AVX512-BF16 or AMX" in text
     assert "EMBEDDED SYNTHETIC" not in result.stderr  # source: synthetic was asked for explicitly
     for plot in ("accuracy_vs_speed", "size", "fidelity"):
         assert (project / "results" / "plots" / f"{plot}.png").stat().st_size > 1000

@@ -107,10 +107,14 @@ WEIGHTS, WEIGHTS_LABEL = weights_source()
 
 
 def runnable_jobs():
-    """(variant, device) pairs to run; the others are said in the log, never run mislabelled."""
+    """(variant, device) pairs to run, and (variant, device, reason) for each one that cannot:
+    said in the log and in the summary, never run mislabelled."""
     devices = [device for device in config["devices"] if device_available(device)]
-    for device in sorted(set(config["devices"]) - set(devices)):
-        logger.warning(f"devices: skipping {device}: no CUDA device on this machine")
+    skipped = [
+        ("*", device, "no CUDA device on this machine")
+        for device in config["devices"]
+        if device not in devices
+    ]
     if not devices:
         fail(
             f"devices: none of {', '.join(config['devices'])} is available on this machine "
@@ -121,13 +125,15 @@ def runnable_jobs():
         for variant, spec in config["variants"].items():
             reason = unsupported_reason(spec, device)
             if reason:
-                logger.info(f"variants.{variant}: skipping on {device}: {reason}")
-                continue
-            jobs.append((variant, device))
-    return jobs
+                skipped.append((variant, device, reason))
+            else:
+                jobs.append((variant, device))
+    for variant, device, reason in skipped:
+        logger.info(f"skipping {variant} on {device}: {reason}")
+    return jobs, skipped
 
 
-JOBS = runnable_jobs()
+JOBS, SKIPPED = runnable_jobs()
 
 
 def library(script):
@@ -163,6 +169,13 @@ def stable(value):
 
 def job_outputs(pattern):
     return [pattern.format(variant=v, device=d) for v, d in JOBS]
+
+
+def reference_model(wildcards):
+    """The fp32 artifact every other variant is timed side by side with."""
+    if wildcards.variant == "fp32":
+        return []
+    return "results/fp32/model.pt"
 
 
 def reference_features(wildcards):

@@ -1,6 +1,7 @@
 rule extract_features:
     input:
         model="results/{variant}/model.pt",
+        reference=reference_model,
         data=str(PREPARED),
         code=library("extract_features.py"),
     output:
@@ -16,6 +17,7 @@ rule extract_features:
         gpu=lambda wildcards: int(wildcards.device == "cuda"),
     params:
         spec=lambda wildcards: stable(variant_spec(wildcards)),
+        reference_spec=stable(config["variants"]["fp32"]),
         height=config["input"]["height"],
         width=config["input"]["width"],
         extract=stable(config["extract"]),

@@ -10,7 +10,11 @@ rule summary:
             caption="../report/summary.rst",
             category="Summary",
         ),
-        markdown="results/summary.md",
+        markdown=report(
+            "results/summary.md",
+            caption="../report/summary_md.rst",
+            category="Summary",
+        ),
         accuracy=report(
             "results/plots/accuracy_vs_speed.png",
             caption="../report/accuracy_vs_speed.rst",
@@ -32,6 +36,7 @@ rule summary:
         "../../envs/cpu.yaml"
     params:
         jobs=JOBS,
+        skipped=SKIPPED,
         dataset=DATASET,
         weights=WEIGHTS_LABEL,
     script:

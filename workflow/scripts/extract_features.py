@@ -13,4 +13,6 @@ run_rule(snakemake.log[0], extract_features, Path(snakemake.input.model), json.l
          snakemake.wildcards.device, Path(snakemake.input.data), Path(snakemake.output.features),
          Path(snakemake.output.timing), height=p.height, width=p.width, batch_size=extract["batch_size"],
          workers=extract["workers"], ms=extract["ms"], threads=p.threads or snakemake.threads,
-         warmup=benchmark["warmup"], repeats=benchmark["repeats"])
+         warmup=benchmark["warmup"], repeats=benchmark["repeats"],
+         reference_artifact=Path(snakemake.input.reference) if snakemake.input.reference else None,
+         reference_spec=json.loads(p.reference_spec))

@@ -10,7 +10,7 @@ from reidquant.summary import summarize
 
 def main(p, i, o):
     table = summarize([tuple(job) for job in p.jobs], i.quantize, i.timing, i.metrics, p.dataset, p.weights,
-                      Path(o.csv), Path(o.markdown))
+                      Path(o.csv), Path(o.markdown), skipped=[tuple(row) for row in p.skipped])
     plot_summary(table, o)
 
 
