@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reidquant.configcheck import REFERENCE
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import read_json, write_text
 from reidquant.stats import LEVEL, bootstrap_interval
@@ -22,7 +23,6 @@ COLUMNS = ["dataset", "weights", "variant", "device", "precision", "size_mb", "s
 EXTRA = ["speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
          "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "top10_overlap", "compile_s", "quantize_s",
          "calibration_images", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes"]
-REFERENCE = "fp32"
 
 
 def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weights: str) -> pd.DataFrame:
