@@ -318,4 +318,4 @@ def test_report_bundles_table_and_plots(finished):
     result = snakemake(project, "--report", "results/report.html", "results/summary.csv")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     html = (project / "results" / "report.html").read_text(errors="ignore")
-    assert "summary.csv" in html and "accuracy_vs_speed.png" in html
+    assert "summary.csv" in html and "summary.md" in html and "accuracy_vs_speed.png" in html
