@@ -102,8 +102,9 @@ def model_throughput(runner: Runner, batch: torch.Tensor, warmup: int = 2, repea
         first_call_s = _timed(runner, batch)
         for _ in range(max(0, warmup - 1)):
             runner(batch)
-        for _ in range(warmup if reference is not None else 0):
-            reference(batch)
+        if reference is not None:
+            for _ in range(warmup):
+                reference(batch)
         runner.synchronize()
         times, reference_times = [], []
         for round_ in range(repeats):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 import pytest
 import yaml
 
@@ -30,6 +31,14 @@ def market_like(rng, n_ids=30, n_query=60, n_gallery=400, dim=32, noise=0.6):
         return (f / np.linalg.norm(f, axis=1, keepdims=True)).astype(np.float32)
 
     return feats(q_label), q_label, q_cam, feats(g_label), g_label, g_cam
+
+
+def write_mat(path, data, **extra):
+    qf, ql, qc, gf, gl, gc = data
+    mat = {"query_f": qf, "query_label": ql, "query_cam": qc, "gallery_f": gf, "gallery_label": gl,
+           "gallery_cam": gc, **extra}
+    scipy.io.savemat(path, mat)
+    return path
 
 
 @pytest.fixture

@@ -7,9 +7,8 @@ import time
 
 import numpy as np
 import pytest
-import scipy.io
 
-from conftest import ROOT, market_like, run_cli
+from conftest import ROOT, market_like, run_cli, write_mat
 from reidquant.model import save_untrained
 from reidquant.pipeline import quantize
 
@@ -74,27 +73,19 @@ def test_bad_train_settings(tmp_path):
         assert not (tmp_path / "ckpt").exists()
 
 
-def write_features(path, rng, **changes):
-    qf, ql, qc, gf, gl, gc = market_like(rng)
-    mat = {"query_f": qf, "query_label": ql, "query_cam": qc, "gallery_f": gf, "gallery_label": gl,
-           "gallery_cam": gc, **changes}
-    scipy.io.savemat(path, mat)
-    return path
-
-
 def test_evaluate_bad_features(tmp_path, rng):
     labels = np.array([f"person{i}" for i in range(60)])
-    result = run_cli("evaluate", write_features(tmp_path / "s.mat", rng, query_label=labels))
+    result = run_cli("evaluate", write_mat(tmp_path / "s.mat", market_like(rng), query_label=labels))
     assert_one_line_error(result, "s.mat: query_label must hold integers")
     zeros = np.zeros((400, 32), np.float32)
-    result = run_cli("evaluate", write_features(tmp_path / "z.mat", rng, gallery_f=zeros), "--json", tmp_path / "m.json")
+    result = run_cli("evaluate", write_mat(tmp_path / "z.mat", market_like(rng), gallery_f=zeros), "--json", tmp_path / "m.json")
     assert_one_line_error(result, "z.mat: gallery_f row 0 is all zeros")
     assert not (tmp_path / "m.json").exists()
 
 
 def test_evaluate_json_that_cannot_be_written(tmp_path, rng):
     (tmp_path / "file").write_text("")
-    result = run_cli("evaluate", write_features(tmp_path / "f.mat", rng), "--json", tmp_path / "file" / "m.json")
+    result = run_cli("evaluate", write_mat(tmp_path / "f.mat", market_like(rng)), "--json", tmp_path / "file" / "m.json")
     assert_one_line_error(result, "file/m.json: cannot write here")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from conftest import ROOT, market_like, run_cli
+from conftest import ROOT, market_like, run_cli, write_mat
 from reidquant.errors import ReidQuantError
 from reidquant.evaluate import (evaluate, evaluate_file, evaluate_per_query, fidelity, load_features,
                                 top_ranked)
@@ -113,14 +113,6 @@ def test_no_valid_query_is_an_error():
         evaluate(at_angles([0.0]), [5], [1], at_angles([0.1]), [5], [1])
     with pytest.raises(ReidQuantError, match="no query has a true match"):
         evaluate(at_angles([]), [], [], at_angles([0.1]), [5], [1])
-
-
-def write_mat(path, data, **extra):
-    qf, ql, qc, gf, gl, gc = data
-    mat = {"query_f": qf, "query_label": ql, "query_cam": qc, "gallery_f": gf, "gallery_label": gl,
-           "gallery_cam": gc, **extra}
-    scipy.io.savemat(path, mat)
-    return path
 
 
 def test_reads_reference_layout_and_fidelity(tmp_path, rng):
