@@ -25,7 +25,7 @@ import numpy as np
 
 from reidquant.evaluate import evaluate, evaluate_per_query, fidelity
 from reidquant.jsonio import write_text
-from reidquant.pipeline import cpu_model
+from reidquant.devices import cpu_model
 
 QUERY, GALLERY, DIM, IDS = 3368, 19732, 512, 750
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP")

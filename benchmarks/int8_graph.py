@@ -1,6 +1,6 @@
 """What the PT2E int8 graph does at DenseNet's concatenations and pre-activation BatchNorms.
 
-    python benchmarks/int8_graph.py results/int8/model.pt --out docs/benchmarks/int8_graph.md
+    python benchmarks/int8_graph.py results/int8/model/model.pt2 --out docs/benchmarks/int8_graph.md
 
 Reads the exported program the ``int8`` variant deploys and counts, from its nodes, which
 convolutions run on int8 weights, which BatchNorms were folded away, what feeds the

@@ -17,27 +17,16 @@ from pathlib import Path
 import pandas as pd
 
 from reidquant.jsonio import write_text
-from reidquant.pipeline import cpu_model
+from reidquant.devices import cpu_model
+from reidquant.variants import describe
 
-WHAT = {
-    "fp32": "the reference: eager PyTorch in float32",
-    "int8 eager per-tensor": "the seed's eager static PTQ (per-tensor min/max, a handful of calibration images)",
-    "fp32 + fp16 Linear": "the seed's dynamic fp16 quantization, which only touches the 512-d head Linear",
-    "int8 pt2e per-channel": "graph-mode PT2E int8 (x86 Inductor quantizer, per-channel weights, histogram "
-                             "calibration) compiled by Inductor into oneDNN int8 kernels",
-    "int8 pt2e per-channel + bf16": "graph-mode PT2E int8 (x86 Inductor quantizer, per-channel weights, "
-                                    "histogram calibration on training images) compiled by Inductor into "
-                                    "oneDNN int8 kernels, with bfloat16 between them",
-    "bf16": "the whole network in bfloat16, channels-last",
-    "fp16": "the whole network in float16, channels-last",
-}
-COLUMNS = ["variant", "device", "precision", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",
+COLUMNS = ["variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",
            "speedup", "speedup_lo", "speedup_hi", "rank1", "mAP", "mAP_lo", "mAP_hi", "mAP_delta", "mAP_delta_lo",
            "mAP_delta_hi", "cos_mean", "cos_min", "top1_agreement", "compile_s"]
 
 
 def sentence(row) -> str:
-    text = (f"**{row.variant} / {row.device}** — {WHAT.get(row.precision, row.precision)}: "
+    text = (f"**{row.variant} / {row.device}** — {describe(row.type)} ({row.precision}, {row.runtime}): "
             f"{row.model_img_per_s:.1f} images/s model-only ({row.speedup:.2f}× fp32 timed side by side, "
             f"{row.speedup_lo:.2f}–{row.speedup_hi:.2f} over the rounds), "
             f"{row.size_mb:.1f} MB ({row.size_ratio:.2f}× fp32), mAP {row.mAP * 100:.2f} "

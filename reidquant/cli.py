@@ -18,9 +18,17 @@ def json_object(text: str, flag: str) -> dict:
 
 def variant_spec(text: str) -> dict:
     """A variant spec from ``--spec``, checked against the workflow's schema, defaults filled."""
+    from reidquant.variants import complete
+
+    return complete(json_object(text, "--spec"), "--spec")
+
+
+def section(key: str, **given) -> dict:
+    """Config section ``key`` from the options given on the command line (None: not given),
+    checked against the workflow's schema, which fills in the rest: defaults have one home."""
     from reidquant.configcheck import checked, schema_part
 
-    return checked(json_object(text, "--spec"), schema_part("variants"), "--spec")
+    return checked({k: v for k, v in given.items() if v is not None}, schema_part(key), f"config section {key}")
 
 
 def at_least(minimum: int):
@@ -38,9 +46,10 @@ def at_least(minimum: int):
 def _synth(args) -> None:
     from reidquant.synth import SynthSizes, generate
 
-    sizes = SynthSizes(train_ids=args.train_ids, test_ids=args.test_ids, images_per_camera=args.images_per_camera,
-                       cameras_per_id=args.cameras_per_id, distractors=args.distractors, junk=args.junk,
-                       multi_query_per_query=args.multi_query, seed=args.seed)
+    given = {"train_ids": args.train_ids, "test_ids": args.test_ids, "images_per_camera": args.images_per_camera,
+             "cameras_per_id": args.cameras_per_id, "distractors": args.distractors, "junk": args.junk,
+             "multi_query_per_query": args.multi_query, "seed": args.seed}
+    sizes = SynthSizes.from_settings({k: v for k, v in given.items() if v is not None})
     print(json.dumps(generate(Path(args.out), sizes)))
 
 
@@ -61,28 +70,34 @@ def _train(args) -> None:
     from reidquant.train import recipe, train
 
     settings = checked(json_object(args.settings or "{}", "--settings"), schema_part("train"), "--settings")
-    hp = recipe(settings, args.dataset)
-    summary = train(Path(args.data), Path(args.out), hp, height=args.height, width=args.width, threads=args.threads)
+    size = section("input", height=args.height, width=args.width)
+    summary = train(data_root=Path(args.data), out=Path(args.out), hp=recipe(settings, args.dataset),
+                    height=size["height"], width=size["width"], threads=args.threads)
     print(f"trained {summary['epochs']} epochs on {summary['images']} images in {summary['train_s']:.0f} s")
 
 
 def _quantize(args) -> None:
     from reidquant.pipeline import quantize
 
-    spec = variant_spec(args.spec)
-    print(json.dumps(quantize(args.name, spec, Path(args.weights), Path(args.data), Path(args.out),
-                              height=args.height, width=args.width, threads=args.threads)))
+    size = section("input", height=args.height, width=args.width)
+    print(json.dumps(quantize(name=args.name, spec=variant_spec(args.spec), weights=Path(args.weights),
+                              data_root=Path(args.data), out=Path(args.out), height=size["height"],
+                              width=size["width"], threads=args.threads)))
 
 
 def _extract(args) -> None:
-    from reidquant.pipeline import extract_features
+    from reidquant.configcheck import REFERENCE
+    from reidquant.pipeline import ExtractSettings, extract_features
 
-    spec = variant_spec(args.spec)
+    config = {"input": section("input", height=args.height, width=args.width),
+              "extract": section("extract", batch_size=args.batch_size, workers=args.workers, ms=args.ms),
+              "benchmark": section("benchmark"), "threads": args.threads}
     reference = Path(args.reference_artifact) if args.reference_artifact else None
-    timing = extract_features(Path(args.artifact), spec, args.device, Path(args.data), Path(args.out),
-                              Path(args.timing), height=args.height, width=args.width,
-                              batch_size=args.batch_size, workers=args.workers, ms=args.ms, threads=args.threads,
-                              reference_artifact=reference, reference_spec=variant_spec('{"type": "fp32"}'))
+    timing = extract_features(name=Path(args.artifact).parent.name, artifact=Path(args.artifact),
+                              spec=variant_spec(args.spec), device=args.device, data_root=Path(args.data),
+                              out=Path(args.out), timing_out=Path(args.timing),
+                              settings=ExtractSettings.from_config(config), reference_artifact=reference,
+                              reference_spec=variant_spec(json.dumps({"type": REFERENCE})))
     print(json.dumps({k: v for k, v in timing.items() if not isinstance(v, list)}))
 
 
@@ -99,14 +114,14 @@ def parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("synth", help="write the embedded dataset in Market-1501's raw format")
     p.add_argument("--out", required=True)
-    p.add_argument("--train-ids", type=int, default=60)
-    p.add_argument("--test-ids", type=int, default=40)
-    p.add_argument("--images-per-camera", type=int, default=3)
-    p.add_argument("--cameras-per-id", type=int, default=3)
-    p.add_argument("--distractors", type=int, default=40)
-    p.add_argument("--junk", type=int, default=20)
-    p.add_argument("--multi-query", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-ids", type=int)
+    p.add_argument("--test-ids", type=int)
+    p.add_argument("--images-per-camera", type=int)
+    p.add_argument("--cameras-per-id", type=int)
+    p.add_argument("--distractors", type=int)
+    p.add_argument("--junk", type=int)
+    p.add_argument("--multi-query", type=int)
+    p.add_argument("--seed", type=int)
     p.set_defaults(run=_synth)
 
     p = commands.add_parser("prepare", help="raw Market-1501 folder -> per-identity layout")
@@ -122,8 +137,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_evaluate)
 
     sizes = argparse.ArgumentParser(add_help=False)
-    sizes.add_argument("--height", type=at_least(1), default=256)
-    sizes.add_argument("--width", type=at_least(1), default=128)
+    sizes.add_argument("--height", type=at_least(1), help="default: the config schema's input.height")
+    sizes.add_argument("--width", type=at_least(1), help="default: the config schema's input.width")
     sizes.add_argument("--threads", type=at_least(1), default=None)
 
     p = commands.add_parser("train", parents=[sizes], help="train ft_net_dense on a prepared dataset")
@@ -138,20 +153,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", required=True, help='JSON variant spec, e.g. {"type": "pt2e_int8"}')
     p.add_argument("--weights", required=True, help="checkpoint folder (net_last.pth + opts.yaml)")
     p.add_argument("--data", required=True, help="prepared dataset folder (calibration uses train_all/)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for the artifact (model.pt, model.xml + .bin, ...)")
     p.set_defaults(run=_quantize)
 
     p = commands.add_parser("extract", parents=[sizes], help="query/gallery features of one variant on one device")
-    p.add_argument("--artifact", required=True)
+    p.add_argument("--artifact", required=True, help="the folder quantize wrote")
     p.add_argument("--spec", required=True)
     p.add_argument("--device", default="cpu")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--timing", required=True)
-    p.add_argument("--batch-size", type=at_least(1), default=32)
-    p.add_argument("--workers", type=at_least(0), default=1)
-    p.add_argument("--ms", type=float, nargs="+", default=[1.0])
-    p.add_argument("--reference-artifact", help="the fp32 artifact, timed side by side for the speedup")
+    p.add_argument("--batch-size", type=at_least(1))
+    p.add_argument("--workers", type=at_least(0))
+    p.add_argument("--ms", type=float, nargs="+")
+    p.add_argument("--reference-artifact", help="the fp32 artifact folder, timed side by side for the speedup")
     p.set_defaults(run=_extract)
 
     p = commands.add_parser("fetch", help="download a file with an optional sha256 check")

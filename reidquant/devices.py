@@ -1,4 +1,4 @@
-"""Which device can run which variant, decided without importing torch.
+"""What this machine has (CPU model and flags, cores, CUDA), read without importing torch.
 
 The Snakefile asks this while it builds the job graph, possibly in an environment where
 only Snakemake is installed (``--use-conda``), so it reads the machine directly.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,18 +16,29 @@ from pathlib import Path
 from reidquant.errors import ReidQuantError
 
 DEVICES = ("cpu", "cuda")
-CPU_ONLY_TYPES = ("eager_int8", "dynamic_fp16", "pt2e_int8")
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
+def cpuinfo() -> dict[str, str]:
+    """The first processor's entries of ``/proc/cpuinfo`` (empty where there is none)."""
+    entries = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            entries[key.strip()] = value.strip()
     except OSError:
         pass
-    return frozenset()
+    return entries
+
+
+def cpu_flags() -> frozenset[str]:
+    return frozenset(cpuinfo().get("flags", "").split())
+
+
+def cpu_model() -> str:
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def available_cores() -> int:
@@ -65,27 +77,3 @@ def device_available(device: str) -> bool:
     if device not in DEVICES:
         raise ReidQuantError(f"devices: unknown device {device!r} (use {' or '.join(DEVICES)})")
     return device == "cpu" or cuda_available()
-
-
-def unsupported_reason(spec: dict, device: str) -> str | None:
-    """Why a variant of this spec cannot run on ``device``, or None when it can."""
-    kind = spec["type"]
-    if device == "cuda" and kind in CPU_ONLY_TYPES:
-        return f"{kind} kernels (fbgemm/oneDNN) run on CPUs only"
-    if kind == "half" and device == "cpu":
-        if spec["dtype"] == "float16":
-            return "float16 inference is for GPUs; CPUs have no fast fp16 convolutions"
-        if not cpu_has_bf16():
-            return "this CPU has no AVX512-BF16 or AMX, so bfloat16 would only be emulated"
-    return None
-
-
-def precision(spec: dict) -> str:
-    """The precision column of the summary for a variant spec."""
-    return {
-        "fp32": "fp32",
-        "eager_int8": "int8 eager per-tensor",
-        "dynamic_fp16": "fp32 + fp16 Linear",
-        "pt2e_int8": "int8 pt2e per-channel" + (" + bf16" if spec.get("mixed_bf16", True) and cpu_has_bf16() else ""),
-        "half": {"bfloat16": "bf16", "float16": "fp16"}.get(spec.get("dtype", ""), "half"),
-    }[spec["type"]]

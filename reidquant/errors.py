@@ -12,10 +12,11 @@ class ReidQuantError(Exception):
     """A problem with the user's input, stated in one line that names what and where."""
 
 
-def user_message(error: BaseException) -> str:
+def user_message(error: ReidQuantError) -> str:
     """One line for the user, also when the error was raised inside a DataLoader worker."""
     text = str(error)
-    if "Original Traceback" in text:  # torch re-raises worker errors with the traceback inlined
+    # torch re-raises a worker's error as the same type, its message the worker's traceback
+    if "Original Traceback" in text:
         for line in reversed(text.splitlines()):
             if "ReidQuantError:" in line:
                 return line.split("ReidQuantError:", 1)[1].strip()
@@ -32,8 +33,3 @@ def run_for_user(function, *args, **kwargs):
     except ReidQuantError as error:
         print(f"reidquant: error: {user_message(error)}", file=sys.stderr)
         raise SystemExit(1) from None
-    except Exception as error:
-        if "ReidQuantError" in str(error):  # re-raised from a DataLoader worker
-            print(f"reidquant: error: {user_message(error)}", file=sys.stderr)
-            raise SystemExit(1) from None
-        raise

@@ -17,20 +17,15 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import scipy.io
 
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import write_json
+from reidquant.matfile import MAT_KEYS, as_int_vector, check_same_images, load_features
 
-MAT_KEYS = ("query_f", "query_label", "query_cam", "gallery_f", "gallery_label", "gallery_cam")
 CMC_DEPTH = 50
 # Query rows per chunk: keeps each chunk's float64 score matrix near 50 MB, so the full
 # Market-1501 evaluation stays well under 2 GB.
 CHUNK_CELLS = 6_000_000
-
-
-def _as_int_vector(values) -> np.ndarray:
-    return np.asarray(values).reshape(-1).astype(np.int64)
 
 
 def product(query_rows: np.ndarray, gallery_rows: np.ndarray) -> np.ndarray:
@@ -94,8 +89,8 @@ def evaluate(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_
     (equal scores in gallery order, as a stable sort puts them). Images labelled -1 are
     dropped once for all queries; same-camera matches are counted out per query.
     """
-    ql, qc = _as_int_vector(query_label), _as_int_vector(query_cam)
-    gl, gc = _as_int_vector(gallery_label), _as_int_vector(gallery_cam)
+    ql, qc = as_int_vector(query_label), as_int_vector(query_cam)
+    gl, gc = as_int_vector(gallery_label), as_int_vector(gallery_cam)
     kept = gl != -1
     gallery_f = np.asarray(gallery_f, dtype=np.float64)[kept]
     gl, gc = gl[kept], gc[kept]
@@ -139,8 +134,8 @@ def _hit_ranks(row, same, same_camera):
 def evaluate_per_query(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_cam,
                        max_rank: int = CMC_DEPTH) -> dict:
     """The protocol one query at a time: rank, drop junk, walk the hits."""
-    ql, qc = _as_int_vector(query_label), _as_int_vector(query_cam)
-    gl, gc = _as_int_vector(gallery_label), _as_int_vector(gallery_cam)
+    ql, qc = as_int_vector(query_label), as_int_vector(query_cam)
+    gl, gc = as_int_vector(gallery_label), as_int_vector(gallery_cam)
     distinct, inverse = distinct_rows(np.asarray(gallery_f, dtype=np.float64))
     first_hit, ap, ap_noninterp, inp = [], [], [], []
     for q in range(len(ql)):
@@ -220,80 +215,6 @@ def fidelity(features: dict, reference: dict, top_k: int = 10) -> dict:
         "top1_agreement": float(np.concatenate(agree_top1).mean()),
         f"top{k}_overlap": float(np.concatenate(overlap).mean()),
     }
-
-
-def _read_strings(value) -> list[str]:
-    array = np.asarray(value)
-    if array.dtype.kind in "US":
-        return [str(s).strip() for s in array.reshape(-1)]
-    return [str(np.asarray(s).reshape(-1)[0]).strip() for s in array.reshape(-1)]
-
-
-def _int_key(mat: dict, key: str, path) -> np.ndarray:
-    values = np.asarray(mat[key])
-    if values.dtype.kind not in "iub" and not (values.dtype.kind == "f" and np.all(values == np.round(values))):
-        raise ReidQuantError(f"{path}: {key} must hold integers, got {values.dtype} values")
-    return _as_int_vector(values)
-
-
-def load_features(path) -> dict:
-    """Read and check a features .mat file (ours or the reference project's)."""
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except FileNotFoundError:
-        raise ReidQuantError(f"{path}: no such features file") from None
-    except Exception as error:  # scipy raises several unrelated types for a bad file
-        raise ReidQuantError(f"{path}: not a readable .mat file ({error})") from None
-    missing = [key for key in MAT_KEYS if key not in mat]
-    if missing:
-        raise ReidQuantError(f"{path}: missing key {missing[0]!r} (needs {', '.join(MAT_KEYS)})")
-    out = {}
-    normalised = []
-    for part in ("query", "gallery"):
-        feats = np.asarray(mat[f"{part}_f"], dtype=np.float32)
-        if feats.ndim != 2:
-            raise ReidQuantError(f"{path}: {part}_f must be a 2-D array, got shape {feats.shape}")
-        labels, cams = (_int_key(mat, f"{part}_{name}", path) for name in ("label", "cam"))
-        if not (len(feats) == len(labels) == len(cams)):
-            raise ReidQuantError(
-                f"{path}: {part}_f has {len(feats)} rows but {part}_label has {len(labels)} "
-                f"and {part}_cam {len(cams)}")
-        if not np.isfinite(feats).all():
-            bad = int(np.nonzero(~np.isfinite(feats).all(axis=1))[0][0])
-            raise ReidQuantError(f"{path}: {part}_f row {bad} holds NaN or infinite values")
-        norms = np.linalg.norm(feats, axis=1, keepdims=True)
-        if np.any(norms < 1e-6):
-            bad = int(np.nonzero(norms[:, 0] < 1e-6)[0][0])
-            raise ReidQuantError(f"{path}: {part}_f row {bad} is all zeros; it cannot be L2-normalised or ranked")
-        if np.any(np.abs(norms - 1) > 1e-3):
-            normalised.append(part)
-            feats = feats / np.maximum(norms, 1e-12)
-        out[f"{part}_f"], out[f"{part}_label"], out[f"{part}_cam"] = feats, labels, cams
-        if f"{part}_path" in mat:
-            out[f"{part}_path"] = _read_strings(mat[f"{part}_path"])
-    if out["query_f"].shape[1] != out["gallery_f"].shape[1]:
-        raise ReidQuantError(
-            f"{path}: query_f is {out['query_f'].shape[1]}-d but gallery_f is "
-            f"{out['gallery_f'].shape[1]}-d")
-    out["normalised"] = normalised
-    return out
-
-
-def check_same_images(features: dict, reference: dict, path, reference_path) -> None:
-    for part in ("query", "gallery"):
-        for key in (f"{part}_label", f"{part}_cam"):
-            if features[key].shape != reference[key].shape or np.any(features[key] != reference[key]):
-                raise ReidQuantError(
-                    f"{path} and reference {reference_path} describe different images ({key} differs)")
-        if f"{part}_path" in features and f"{part}_path" in reference:
-            if features[f"{part}_path"] != reference[f"{part}_path"]:
-                raise ReidQuantError(
-                    f"{path} and reference {reference_path} describe different images "
-                    f"({part}_path differs)")
-        if features[f"{part}_f"].shape[1] != reference[f"{part}_f"].shape[1]:
-            raise ReidQuantError(
-                f"{path} has {features[f'{part}_f'].shape[1]}-d features but reference "
-                f"{reference_path} has {reference[f'{part}_f'].shape[1]}-d")
 
 
 def evaluate_file(path, reference_path=None) -> dict:

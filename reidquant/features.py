@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import scipy.io
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from reidquant.data import load_batch, loader
-from reidquant.jsonio import atomic_path
 from reidquant.market import labels_and_cameras, list_prepared
 
 
@@ -151,9 +149,3 @@ def extract_dataset(runner: Runner, root: Path, height: int, width: int, batch_s
         "query_path": np.array([p.name for p in query]), "gallery_path": np.array([p.name for p in gallery]),
     }
     return mat, timing
-
-
-def save_mat(path: Path, mat: dict) -> None:
-    """Write atomically: a crash never leaves a truncated .mat under the final name."""
-    with atomic_path(path) as tmp:
-        scipy.io.savemat(tmp, mat)

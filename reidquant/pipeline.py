@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +11,39 @@ import torch
 
 from reidquant.configcheck import check_input_size
 from reidquant.data import load_batch
+from reidquant.devices import cpu_model, device_available, set_threads
 from reidquant.errors import ReidQuantError
-from reidquant.features import extract_dataset, save_mat
+from reidquant.features import extract_dataset
 from reidquant.jsonio import write_json
 from reidquant.market import list_prepared
+from reidquant.matfile import save_mat
 from reidquant.model import Embedder, load_checkpoint
-from reidquant.devices import device_available, precision, set_threads, unsupported_reason
-from reidquant.variants import build_artifact, load_runner
+from reidquant.variants import build_artifact, is_calibrated, labels, load_runner, unsupported_reason
 
-CALIBRATED_TYPES = ("eager_int8", "pt2e_int8")
 CALIBRATION_BATCH = 32
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """How features are extracted and timed: the config's ``input``, ``extract``,
+    ``benchmark`` and ``threads`` (defaults from the schema)."""
+
+    height: int
+    width: int
+    batch_size: int
+    workers: int
+    ms: tuple[float, ...]
+    warmup: int
+    repeats: int
+    threads: int | None
+
+    @classmethod
+    def from_config(cls, config: dict, threads: int | None = None) -> ExtractSettings:
+        """From a config with those sections; ``threads`` where the config leaves it null."""
+        extract, benchmark = config["extract"], config["benchmark"]
+        return cls(height=config["input"]["height"], width=config["input"]["width"],
+                   batch_size=extract["batch_size"], workers=extract["workers"], ms=tuple(extract["ms"]),
+                   warmup=benchmark["warmup"], repeats=benchmark["repeats"], threads=config["threads"] or threads)
 
 
 def calibration_paths(data_root: Path, count: int) -> list[Path]:
@@ -41,42 +64,34 @@ def calibration_batches(paths, height: int, width: int, batch_size: int = CALIBR
     return [load_batch(paths[i:i + batch_size], height, width) for i in range(0, len(paths), batch_size)]
 
 
-def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, height: int = 256,
-             width: int = 128, threads: int | None = None) -> dict:
-    """Build variant ``name`` from a checkpoint folder; returns what the summary needs of it."""
+def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, height: int, width: int,
+             threads: int | None = None, info_out: Path | None = None) -> dict:
+    """Build variant ``name`` from a checkpoint folder into the folder ``out``; returns what
+    the summary needs of it (also written to ``info_out``, when given)."""
     check_input_size(height, width, field="input size")
     set_threads(threads)
     net, opts = load_checkpoint(weights)
     embedder = Embedder(net).eval()
+    # What graph exports trace: only its shape matters. Two images, so that the batch axis
+    # stays dynamic (one would pin it to 1).
+    example = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
     batches, used = [], 0
-    if spec["type"] in CALIBRATED_TYPES:
+    if is_calibrated(spec):
         paths = calibration_paths(data_root, spec["calibration_images"])
         used = len(paths)
-        batch = min(CALIBRATION_BATCH, spec["calibration_images"])
-        batches = calibration_batches(paths, height, width, batch)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+        batches = calibration_batches(paths, height, width, min(CALIBRATION_BATCH, used))
     fp32_bytes = sum(v.numel() * v.element_size() for v in embedder.state_dict().values())
-    info = build_artifact(name, spec, embedder, opts, batches, out)
+    info = build_artifact(name, spec, embedder, opts, example, batches, Path(out))
     info.update({"calibration_images": used, "fp32_param_bytes": fp32_bytes, "height": height, "width": width})
+    if info_out is not None:
+        write_json(info_out, info)
     return info
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def extract_features(artifact: Path, spec: dict, device: str, data_root: Path, out: Path, timing_out: Path,
-                     height: int = 256, width: int = 128, batch_size: int = 32, workers: int = 1, ms=(1,),
-                     threads: int | None = None, warmup: int = 2, repeats: int = 5,
-                     reference_artifact: Path | None = None, reference_spec: dict | None = None) -> dict:
-    """Features of one variant on one device into ``out`` (.mat), and its timing into ``timing_out``.
+def extract_features(name: str, artifact: Path, spec: dict, device: str, data_root: Path, out: Path,
+                     timing_out: Path, settings: ExtractSettings, reference_artifact: Path | None = None,
+                     reference_spec: dict | None = None) -> dict:
+    """Features of variant ``name`` on ``device`` into ``out`` (.mat), its timing into ``timing_out``.
 
     With ``reference_artifact`` (the fp32 variant), its speed is timed in alternating rounds
     with this variant's on the same batch, for the speedup.
@@ -86,23 +101,21 @@ def extract_features(artifact: Path, spec: dict, device: str, data_root: Path, o
     reason = unsupported_reason(spec, device)
     if reason:
         raise ReidQuantError(f"variant type {spec['type']} cannot run on {device}: {reason}")
-    check_input_size(height, width, ms)
-    for path in (artifact, reference_artifact):
-        if path is not None and not Path(path).is_file():
-            raise ReidQuantError(f"{path}: variant artifact not found (build it with quantize)")
-    threads = set_threads(threads)
-    runner = load_runner(Path(artifact), spec, device)
-    reference = None if reference_artifact is None else load_runner(Path(reference_artifact), reference_spec, device)
-    mat, timing = extract_dataset(runner, Path(data_root), height, width, batch_size, workers, ms, warmup, repeats,
-                                  reference)
-    compiled = spec["type"] == "pt2e_int8" and spec.get("compile", True) or spec.get("compile", False)
+    s = settings
+    check_input_size(s.height, s.width, s.ms)
+    threads = set_threads(s.threads)
+    runner = load_runner(artifact, spec, device, name)
+    reference = None if reference_artifact is None else load_runner(reference_artifact, reference_spec, device)
+    mat, timing = extract_dataset(runner, Path(data_root), s.height, s.width, s.batch_size, s.workers, s.ms,
+                                  s.warmup, s.repeats, reference)
     timing.update({
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_model(),
         "threads": threads,
         "torch": torch.__version__,
-        "precision": precision(spec),
-        "compile_s": max(0.0, timing["first_call_s"] - timing["batch_s"][0]) if compiled else 0.0,
+        **labels(spec),
+        # The first call's extra time over a steady one: compilation, where the runtime compiles.
+        "compile_s": max(0.0, timing["first_call_s"] - timing["batch_s"][0]),
         "num_images": len(mat["query_f"]) + len(mat["gallery_f"]),
     })
     save_mat(out, mat)

@@ -1,15 +1,17 @@
-"""Pictures of the summary table: accuracy against speed, size, and fidelity per variant."""
+"""Pictures of results: the summary (accuracy against speed, size, fidelity) and training.
+
+Figures are made with ``matplotlib.figure.Figure``, not pyplot: no backend is chosen for
+the whole process and no figure outlives its function.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 MARKERS = {"cpu": "o", "cuda": "s"}
 
@@ -24,8 +26,9 @@ def accuracy_vs_speed(table: pd.DataFrame, path: Path) -> None:
 
     Points are named in the legend, not beside them, so names never overlap.
     """
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    colours = plt.get_cmap("tab10")
+    fig = Figure(figsize=(8, 4.8))
+    ax = fig.subplots()
+    colours = colormaps["tab10"]
     for i, (_, row) in enumerate(table.iterrows()):
         x, y = row["speedup"], row["mAP"] * 100
         ax.errorbar(x, y, xerr=[[x - row["speedup_lo"]], [row["speedup_hi"] - x]],
@@ -50,12 +53,12 @@ def accuracy_vs_speed(table: pd.DataFrame, path: Path) -> None:
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def size(table: pd.DataFrame, path: Path) -> None:
     sizes = table.drop_duplicates("variant").set_index("variant")["size_mb"]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     bars = ax.barh(sizes.index, sizes.to_numpy(), color="tab:blue")
     ax.bar_label(bars, fmt="%.1f MB", fontsize=8, padding=3)
     ax.set_xlabel("deployed artifact size (MB)")
@@ -63,12 +66,12 @@ def size(table: pd.DataFrame, path: Path) -> None:
     ax.margins(x=0.2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def fidelity(table: pd.DataFrame, path: Path) -> None:
     labels = table["variant"] + " / " + table["device"]
-    fig, (ax_cos, ax_top1) = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    fig = Figure(figsize=(9, 3.5))
+    ax_cos, ax_top1 = fig.subplots(1, 2, sharey=True)
     ax_cos.barh(labels, 1 - table["cos_mean"].to_numpy(), color="tab:orange")
     ax_cos.set_xscale("symlog", linthresh=1e-5)
     ax_cos.set_xlabel("1 - mean cosine to fp32 (lower is closer)")
@@ -78,7 +81,6 @@ def fidelity(table: pd.DataFrame, path: Path) -> None:
     fig.suptitle("Feature fidelity against fp32 on the same device")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_summary(table: pd.DataFrame, outputs) -> None:
@@ -88,3 +90,20 @@ def plot_summary(table: pd.DataFrame, outputs) -> None:
     accuracy_vs_speed(table, Path(outputs.accuracy))
     size(table, Path(outputs.size))
     fidelity(table, Path(outputs.fidelity))
+
+
+def training_curve(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch of a training run."""
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(6, 3.5))
+    ax_loss = fig.subplots()
+    ax_loss.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss", color="tab:blue")
+    ax_acc = ax_loss.twinx()
+    ax_acc.plot(epochs, [h["acc"] for h in history], "s--", color="tab:orange", label="accuracy")
+    ax_acc.set_ylabel("training accuracy", color="tab:orange")
+    ax_acc.set_ylim(0, 1)
+    ax_loss.set_title("ft_net_dense training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

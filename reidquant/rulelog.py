@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import traceback
 
-from reidquant.errors import run_for_user
+from reidquant.errors import ReidQuantError, run_for_user
 
 
 def _quiet_interrupt(kind, value, traceback):
@@ -41,7 +42,30 @@ class _Tee:
 
 
 def run_rule(log_path: str, function, *args, **kwargs):
-    """Run ``function`` with stdout and stderr copied into ``log_path`` (progress bars included)."""
+    """Run ``function`` with stdout and stderr copied into ``log_path`` (progress bars included).
+
+    A user error caused by another exception (a runtime's conversion or calibration failing)
+    is one line on the terminal; the log also keeps the traceback of what caused it.
+    """
     with open(log_path, "w") as log, contextlib.redirect_stdout(_Tee(sys.__stdout__, log)), \
             contextlib.redirect_stderr(_Tee(sys.__stderr__, log)):
-        return run_for_user(function, *args, **kwargs)
+        return run_for_user(_keeping_causes(function, log), *args, **kwargs)
+
+
+def _keeping_causes(function, log):
+    """``function``, writing into the log the traceback of a bug (any error but a user error)
+    and of whatever caused a user error."""
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ReidQuantError as error:
+            if error.__cause__ is not None:
+                log.write("".join(traceback.format_exception(error)))
+                log.flush()
+            raise
+        except Exception as error:
+            log.write("".join(traceback.format_exception(error)))
+            log.flush()
+            raise
+
+    return run

@@ -17,10 +17,10 @@ from reidquant.errors import ReidQuantError
 from reidquant.jsonio import read_json, write_text
 from reidquant.stats import LEVEL, bootstrap_interval
 
-COLUMNS = ["dataset", "weights", "variant", "device", "precision", "size_mb", "size_ratio", "model_img_per_s",
+COLUMNS = ["dataset", "weights", "variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s",
            "extract_img_per_s", "speedup", "rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP",
            "mAP_delta", "cos_mean", "cos_min", "top1_agreement", "device_name", "threads", "torch"]
-EXTRA = ["speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
+EXTRA = ["type", "speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
          "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "top10_overlap", "compile_s", "quantize_s",
          "calibration_images", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes"]
 
@@ -34,7 +34,7 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
         reference = variant == REFERENCE
         records.append({
             "dataset": dataset, "weights": weights, "variant": variant, "device": device,
-            "precision": t["precision"], "size_mb": q["size_bytes"] / 1e6, "size_bytes": q["size_bytes"],
+            "type": q["type"], "precision": t["precision"], "runtime": t["runtime"], "size_mb": q["size_bytes"] / 1e6, "size_bytes": q["size_bytes"],
             "model_img_per_s": t["model_img_per_s"], "extract_img_per_s": t["extract_img_per_s"],
             **{k: 1.0 if reference else t[k] for k in ("speedup", "speedup_lo", "speedup_hi")},
             **{k: m.get(k) for k in ("rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP", "cos_mean",
@@ -77,7 +77,7 @@ def _delta(value, low, high) -> str:
 
 
 def markdown(table: pd.DataFrame, skipped=()) -> str:
-    shown = ["variant", "device", "precision", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",
+    shown = ["variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",
              "speedup", "rank1", "mAP", "rank1_delta", "mAP_delta", "cos_mean", "top1_agreement", "compile_s"]
     header = "| " + " | ".join(shown) + " |\n|" + "---|" * len(shown) + "\n"
     lines = []
@@ -124,4 +124,15 @@ def summarize(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, w
     text = markdown(table, skipped)
     write_text(Path(md_path), text)
     print(text)
+    return table
+
+
+def report(jobs, skipped, quantize, timing, metrics, dataset: str, weights: str, outputs) -> pd.DataFrame:
+    """The summary table (csv and markdown) and its plots, at the paths in ``outputs``
+    (``csv``, ``markdown``, ``accuracy``, ``size``, ``fidelity``)."""
+    from reidquant.plots import plot_summary
+
+    table = summarize(jobs, quantize, timing, metrics, dataset, weights, Path(outputs.csv), Path(outputs.markdown),
+                      skipped=skipped)
+    plot_summary(table, outputs)
     return table

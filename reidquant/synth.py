@@ -10,7 +10,7 @@ Everything follows from one seed.
 from __future__ import annotations
 
 import colorsys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,32 +23,36 @@ from reidquant.market import RAW_FOLDERS, format_name
 
 HEIGHT, WIDTH = 128, 64
 CAMERAS = 6
+MAX_IDENTITIES = 1500
 
 
 @dataclass(frozen=True)
 class SynthSizes:
-    train_ids: int = 60
-    test_ids: int = 40
-    images_per_camera: int = 3      # per identity and camera it is seen by
-    cameras_per_id: int = 3         # 2..6 cameras see each identity
-    distractors: int = 40           # identity 0000 in the gallery
-    junk: int = 20                  # identity -1 in the gallery
-    multi_query_per_query: int = 2  # extra gt_bbox images per query
-    seed: int = 0
+    """How big the dataset is; the fields, limits and defaults are ``dataset.synthetic`` in the
+    workflow's schema."""
+
+    train_ids: int
+    test_ids: int
+    images_per_camera: int      # per identity and camera it is seen by
+    cameras_per_id: int         # 2..6 cameras see each identity
+    distractors: int            # identity 0000 in the gallery
+    junk: int                   # identity -1 in the gallery
+    multi_query_per_query: int  # extra gt_bbox images per query
+    seed: int
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> SynthSizes:
+        """Sizes from ``dataset.synthetic`` settings, the schema's defaults filling the rest."""
+        from reidquant.configcheck import checked, schema_part
+
+        return cls(**checked(settings, schema_part("dataset", "synthetic"), "dataset.synthetic"))
 
     def check(self) -> None:
-        for field in ("train_ids", "test_ids", "images_per_camera"):
-            if getattr(self, field) < 1:
-                raise ReidQuantError(f"dataset.synthetic.{field}: must be at least 1, got {getattr(self, field)}")
-        for field in ("distractors", "junk", "multi_query_per_query"):
-            if getattr(self, field) < 0:
-                raise ReidQuantError(f"dataset.synthetic.{field}: must not be negative, got {getattr(self, field)}")
-        if not 2 <= self.cameras_per_id <= CAMERAS:
-            raise ReidQuantError(
-                f"dataset.synthetic.cameras_per_id: must be 2..{CAMERAS} (a query needs another "
-                f"camera to match), got {self.cameras_per_id}")
-        if self.train_ids + self.test_ids > 1500:
-            raise ReidQuantError("dataset.synthetic: train_ids + test_ids must be at most 1500")
+        from reidquant.configcheck import checked, schema_part
+
+        checked(asdict(self), schema_part("dataset", "synthetic"), "dataset.synthetic")
+        if self.train_ids + self.test_ids > MAX_IDENTITIES:  # Market-1501 numbers identities 1..1501
+            raise ReidQuantError(f"dataset.synthetic: train_ids + test_ids must be at most {MAX_IDENTITIES}")
 
 
 def _colour(rng, saturation=(0.3, 1.0), value=(0.15, 0.95)):
@@ -232,14 +236,14 @@ class _Writer:
         image.save(self.root / folder / name, quality=self.cameras[camera]["quality"])
 
 
-def generate(out: Path, sizes: SynthSizes = SynthSizes(), progress: bool = True) -> dict:
+def generate(out: Path, sizes: SynthSizes, progress: bool = True) -> dict:
     """Write the dataset under ``out`` (a Market-1501-v15.09.15-style folder), atomically."""
     sizes.check()
     out = Path(out)
     rng = np.random.default_rng(sizes.seed)
     cameras = [None] + [random_camera(rng) for _ in range(CAMERAS)]
     n_people = sizes.train_ids + sizes.test_ids
-    identities = rng.permutation(np.arange(1, 1501))[:n_people]
+    identities = rng.permutation(np.arange(1, MAX_IDENTITIES + 1))[:n_people]
     people = {}
     for pid in identities:
         person = random_identity(rng)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -22,21 +21,22 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from reidquant.configcheck import check_input_size
+from reidquant.configcheck import MIN_INPUT_SIZE, check_input_size
 from reidquant.data import ImageList, train_transform
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import atomic_path, write_json
 from reidquant.market import list_prepared
 from reidquant.model import DEFAULT_OPTS, build, write_opts
 from reidquant.devices import cpu_has_bf16, set_threads
+from reidquant.plots import training_curve
 
 RECIPES = {
     "reference": {"optimizer": "sgd", "epochs": 60, "batch_size": 32, "lr": 0.05, "backbone_lr_mult": 0.1, "step_fraction": 2 / 3,
                   "weight_decay": 5e-4, "erasing": 0.0, "label_smoothing": 0.0, "droprate": 0.5, "stride": 2,
-                  "linear_num": 512, "bf16": False, "workers": 2, "seed": 0},
-    "cpu_short": {"optimizer": "adamw", "epochs": 8, "batch_size": 32, "lr": 1e-3, "backbone_lr_mult": 1.0,
+                  "linear_num": 512, "bf16": False, "low_res_epochs": 0, "workers": 2, "seed": 0},
+    "cpu_short": {"optimizer": "adamw", "epochs": 10, "batch_size": 32, "lr": 1e-3, "backbone_lr_mult": 1.0,
                   "step_fraction": 0.75, "weight_decay": 5e-4, "erasing": 0.0, "label_smoothing": 0.0, "droprate": 0.5, "stride": 2,
-                  "linear_num": 512, "bf16": True, "workers": 1, "seed": 0},
+                  "linear_num": 512, "bf16": True, "low_res_epochs": 8, "workers": 1, "seed": 0},
 }
 RESUME_NAME = "resume.pt"
 
@@ -98,8 +98,16 @@ def train_one_epoch(net, loader, optimizer, criterion, use_bf16: bool, desc: str
     return {"loss": loss_sum / seen, "acc": correct / seen}
 
 
-def train(data_root: Path, out: Path, hp: dict, height: int = 256, width: int = 128,
-          threads: int | None = None) -> dict:
+def epoch_size(epoch: int, hp: dict, height: int, width: int) -> tuple[int, int]:
+    """The input size of an epoch: half size for the first ``low_res_epochs`` (progressive
+    resizing: a quarter of the compute; the last epochs at full size adapt the network to it),
+    never below what the network can run."""
+    if epoch < hp["low_res_epochs"]:
+        return max(height // 2, MIN_INPUT_SIZE), max(width // 2, MIN_INPUT_SIZE)
+    return height, width
+
+
+def train(data_root: Path, out: Path, hp: dict, height: int, width: int, threads: int | None = None) -> dict:
     """Train on ``data_root/train_all``; write ``net_last.pth``, ``opts.yaml`` and a curve to ``out``."""
     if hp["epochs"] < 1:
         raise ReidQuantError(f"train epochs must be at least 1, got {hp['epochs']}: no training would happen")
@@ -136,21 +144,24 @@ def train(data_root: Path, out: Path, hp: dict, height: int = 256, width: int = 
             history, first_epoch = state["history"], state["epoch"] + 1
             print(f"resuming from {resume_path} after epoch {first_epoch}")
     generator = torch.Generator().manual_seed(hp["seed"])
-    loader = DataLoader(ImageList(paths, targets, train_transform(height, width, hp["erasing"])),
-                        batch_size=hp["batch_size"], shuffle=True, drop_last=len(paths) > hp["batch_size"],
-                        num_workers=hp["workers"], generator=generator)
+    loaders = {}
     start = time.perf_counter()
     for epoch in range(first_epoch, hp["epochs"]):
+        size = epoch_size(epoch, hp, height, width)
+        if size not in loaders:
+            loaders[size] = DataLoader(ImageList(paths, targets, train_transform(*size, hp["erasing"])),
+                                       batch_size=hp["batch_size"], shuffle=True,
+                                       drop_last=len(paths) > hp["batch_size"], num_workers=hp["workers"],
+                                       generator=generator)
         generator.manual_seed(hp["seed"] + epoch)  # the same shuffles whether resumed or not
-        stats = train_one_epoch(net, loader, optimizer, criterion, use_bf16,
-                                desc=f"train epoch {epoch + 1}/{hp['epochs']}")
+        stats = train_one_epoch(net, loaders[size], optimizer, criterion, use_bf16,
+                                desc=f"train epoch {epoch + 1}/{hp['epochs']} at {size[0]}x{size[1]}")
         scheduler.step()
         history.append({"epoch": epoch + 1, **stats, "lr": optimizer.param_groups[1]["lr"]})
-        tmp = out / f".{RESUME_NAME}.tmp"
-        torch.save({"fingerprint": fingerprint, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "history": history,
-                    "epoch": epoch}, tmp)
-        os.replace(tmp, resume_path)
+        with atomic_path(resume_path) as tmp:
+            torch.save({"fingerprint": fingerprint, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "history": history,
+                        "epoch": epoch}, tmp)
     elapsed = time.perf_counter() - start
     net.eval()
     with atomic_path(out / "net_last.pth") as tmp:
@@ -159,26 +170,6 @@ def train(data_root: Path, out: Path, hp: dict, height: int = 256, width: int = 
     summary = {"epochs": hp["epochs"], "images": len(paths), "identities": len(classes), "bf16": use_bf16,
                "train_s": elapsed, "history": history, "hyperparameters": hp}
     write_json(out / "train.json", summary)
-    plot_curve(history, out / "training_curve.png")
+    training_curve(history, out / "training_curve.png")
     resume_path.unlink(missing_ok=True)
     return summary
-
-
-def plot_curve(history: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, ax_loss = plt.subplots(figsize=(6, 3.5))
-    ax_loss.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="loss")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("training loss", color="tab:blue")
-    ax_acc = ax_loss.twinx()
-    ax_acc.plot(epochs, [h["acc"] for h in history], "s--", color="tab:orange", label="accuracy")
-    ax_acc.set_ylabel("training accuracy", color="tab:orange")
-    ax_acc.set_ylim(0, 1)
-    ax_loss.set_title("ft_net_dense training")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

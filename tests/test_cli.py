@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, market_like, run_cli, write_mat
 from reidquant.model import save_untrained
 from reidquant.pipeline import quantize
+from reidquant.variants import complete
 
 
 def assert_one_line_error(result, text, status=1):
@@ -25,8 +26,9 @@ def assert_one_line_error(result, text, status=1):
 def fp32_artifact(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     save_untrained(root / "weights", nclasses=4)
-    quantize("fp32", {"type": "fp32"}, root / "weights", root / "unused", root / "fp32.pt", height=64, width=32)
-    return root / "fp32.pt"
+    quantize(name="fp32", spec=complete({"type": "fp32"}), weights=root / "weights", data_root=root / "unused",
+             out=root / "fp32", height=64, width=32)
+    return root / "fp32"
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -44,7 +46,8 @@ def test_bad_spec(tmp_path, spec, message):
 
 @pytest.mark.parametrize("spec, message", [
     ('{"type": "eager_int8"}', "holds a fp32 variant, but the spec says type eager_int8"),
-    ('{"type": "pt2e_int8"}', "not a pt2e_int8 artifact"),
+    ('{"type": "pt2e_int8"}', "holds model.pt but no model.pt2, the artifact of type pt2e_int8"),
+    ('{"type": "openvino", "precision": "int8"}', "holds model.pt but no model.xml, the artifact of type openvino"),
 ])
 def test_artifact_of_another_type(fp32_artifact, tmp_path, spec, message):
     result = run_cli("extract", "--artifact", fp32_artifact, "--spec", spec, "--data", tmp_path,

@@ -1,5 +1,4 @@
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ from reidquant.market import (
 )
 from reidquant.synth import SynthSizes, generate
 
-TINY = SynthSizes(train_ids=5, test_ids=4, images_per_camera=2, cameras_per_id=2, distractors=3, junk=2,
-                  multi_query_per_query=1, seed=3)
+TINY = SynthSizes.from_settings(dict(train_ids=5, test_ids=4, images_per_camera=2, cameras_per_id=2, distractors=3,
+                                     junk=2, multi_query_per_query=1, seed=3))
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +81,10 @@ def test_identity_is_stable_across_cameras(raw):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("train_ids", 0, "train_ids: must be at least 1"),
-    ("cameras_per_id", 1, "cameras_per_id: must be 2..6"),
-    ("junk", -1, "junk: must not be negative"),
+    ("train_ids", 0, "dataset.synthetic field train_ids: 0 is less than the minimum of 2"),
+    ("cameras_per_id", 1, "cameras_per_id: 1 is less than the minimum of 2"),
+    ("junk", -1, "junk: -1 is less than the minimum of 0"),
+    ("test_ids", 751, "test_ids: 751 is greater than the maximum of 750"),
 ])
 def test_invalid_sizes(tmp_path, field, value, message):
     sizes = SynthSizes(**{**TINY.__dict__, field: value})

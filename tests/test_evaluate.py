@@ -8,8 +8,9 @@ import scipy.io
 
 from conftest import ROOT, market_like, run_cli, write_mat
 from reidquant.errors import ReidQuantError
-from reidquant.evaluate import (evaluate, evaluate_file, evaluate_per_query, fidelity, load_features,
+from reidquant.evaluate import (evaluate, evaluate_file, evaluate_per_query, fidelity,
                                 top_ranked)
+from reidquant.matfile import load_features
 
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP")
 

@@ -35,8 +35,9 @@ def reference_features(model, paths):
 
 
 def test_fp32_features_match_reference_pipeline(tmp_path):
-    generate(tmp_path / "raw", SynthSizes(train_ids=2, test_ids=2, images_per_camera=1, cameras_per_id=2,
-                                          distractors=1, junk=1, multi_query_per_query=0), progress=False)
+    sizes = SynthSizes.from_settings(dict(train_ids=2, test_ids=2, images_per_camera=1, cameras_per_id=2,
+                                          distractors=1, junk=1, multi_query_per_query=0))
+    generate(tmp_path / "raw", sizes, progress=False)
     prepare(tmp_path / "raw", tmp_path / "pytorch")
     torch.manual_seed(0)
     net = ft_net_dense(751).eval()

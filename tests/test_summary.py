@@ -47,9 +47,10 @@ def test_reference_is_timed_in_alternating_rounds(monkeypatch):
 
 def write_job(root, variant, ap, rank1, speedup=None, num_query=None):
     folder = root / variant
-    write_json(folder / "quantize.json", {"size_bytes": 1000 if variant == "fp32" else 250, "quantize_s": 1.0})
-    timing = {"precision": variant, "model_img_per_s": 10.0, "extract_img_per_s": 5.0, "device_name": "cpu",
-              "threads": 2, "torch": "x"}
+    write_json(folder / "quantize.json", {"type": "fp32" if variant == "fp32" else "pt2e_int8",
+                                          "size_bytes": 1000 if variant == "fp32" else 250, "quantize_s": 1.0})
+    timing = {"precision": variant, "runtime": "torch", "model_img_per_s": 10.0, "extract_img_per_s": 5.0,
+              "device_name": "cpu", "threads": 2, "torch": "x"}
     if speedup:
         timing.update(speedup=speedup, speedup_lo=speedup - 0.5, speedup_hi=speedup + 0.5)
     write_json(folder / "timing.json", timing)

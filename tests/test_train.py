@@ -10,14 +10,15 @@ from reidquant import train as train_module
 from reidquant.synth import SynthSizes, generate
 
 H, W = 64, 32
-HP = {"epochs": 20, "workers": 0, "bf16": False, "batch_size": 16, "lr": 3e-4}
+HP = {"epochs": 20, "workers": 0, "bf16": False, "batch_size": 16, "lr": 3e-4, "low_res_epochs": 0}
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    generate(root / "raw", SynthSizes(train_ids=8, test_ids=6, images_per_camera=3, cameras_per_id=2,
-                                      distractors=2, junk=1, multi_query_per_query=0, seed=5), progress=False)
+    sizes = SynthSizes.from_settings(dict(train_ids=8, test_ids=6, images_per_camera=3, cameras_per_id=2,
+                                          distractors=2, junk=1, multi_query_per_query=0, seed=5))
+    generate(root / "raw", sizes, progress=False)
     prepare(root / "raw", root / "pytorch")
     return root / "pytorch"
 
@@ -85,5 +86,13 @@ def test_zero_epochs_is_refused(data, tmp_path):
     from reidquant.errors import ReidQuantError
 
     with pytest.raises(ReidQuantError, match="epochs must be at least 1"):
-        train_module.train(data, tmp_path / "none", train_module.recipe({**HP, "epochs": 0}, "synthetic"))
+        train_module.train(data, tmp_path / "none", train_module.recipe({**HP, "epochs": 0}, "synthetic"),
+                           height=H, width=W)
     assert not (tmp_path / "none" / "net_last.pth").exists()
+
+
+def test_low_res_epochs_come_first_at_half_size_never_below_what_the_network_runs():
+    hp = train_module.recipe({"epochs": 4, "low_res_epochs": 3}, "synthetic")
+    sizes = [train_module.epoch_size(epoch, hp, 256, 128) for epoch in range(4)]
+    assert sizes == [(128, 64)] * 3 + [(256, 128)]
+    assert train_module.epoch_size(0, hp, 64, 32) == (32, 29)

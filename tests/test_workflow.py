@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -147,7 +148,7 @@ def planned_after_editing(project, module):
     path = project / module
     original, stat = path.read_bytes(), path.stat()
     path.write_bytes(original + b"\n# edited\n")
-    os.utime(path, (stat.st_atime, stat.st_mtime + 3600))
+    os.utime(path, (stat.st_atime, time.time() + 3600))  # newer than every output, however old the file
     try:
         return dry_run_jobs(project)
     finally:
@@ -174,7 +175,7 @@ def test_code_change_reruns_exactly_the_jobs_that_run_it(finished, rule):
     jobs_per_rule = {rule: 1 for rule in FEEDS}
     jobs_per_rule.update(quantize=len({r["variant"] for r in rows}), extract_features=len(rows), evaluate=len(rows))
     imported = library_modules(SCRIPTS[rule])
-    everything = {p.relative_to(ROOT).as_posix() for p in (ROOT / "reidquant").glob("*.py")}
+    everything = {p.relative_to(ROOT).as_posix() for p in (ROOT / "reidquant").rglob("*.py")}
     users = {m: sum(m in library_modules(script) for script in SCRIPTS.values()) for m in everything}
     # the module this rule imports that the fewest others do; then the most shared module that neither
     # this rule nor any rule upstream of it imports
@@ -282,9 +283,9 @@ def test_real_market_zip_is_extracted_and_prepared(tmp_path):
     from reidquant.synth import SynthSizes, generate
 
     project = make_project(tmp_path, {**TINY, "dataset": {"source": "auto", "check_counts": False}})
-    raw = generate(tmp_path / "release" / "Market-1501-v15.09.15",
-                   SynthSizes(train_ids=3, test_ids=2, images_per_camera=1, cameras_per_id=2, distractors=1,
-                              junk=1, multi_query_per_query=1), progress=False)
+    sizes = SynthSizes.from_settings(dict(train_ids=3, test_ids=2, images_per_camera=1, cameras_per_id=2,
+                                          distractors=1, junk=1, multi_query_per_query=1))
+    raw = generate(tmp_path / "release" / "Market-1501-v15.09.15", sizes, progress=False)
     (project / "Market").mkdir()
     with zipfile.ZipFile(project / "Market" / "Market-1501-v15.09.15.zip", "w") as zipped:
         for path in sorted((tmp_path / "release").rglob("*.jpg")):
@@ -297,6 +298,9 @@ def test_real_market_zip_is_extracted_and_prepared(tmp_path):
     assert not (project / "Market" / "synthetic").exists()
     dry = snakemake(project, "-n", "results/summary.csv")
     assert "EMBEDDED SYNTHETIC" not in dry.stdout + dry.stderr
+    # Once unpacked, the folder is used as it is: no zip needed, nothing to unpack or download again.
+    (project / "Market" / "Market-1501-v15.09.15.zip").unlink()
+    assert dry_run_jobs(project, "Market/pytorch") == {}
 
 
 def test_checkpoint_url_plans_a_download(tmp_path):

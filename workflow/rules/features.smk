@@ -1,8 +1,8 @@
 rule extract_features:
     input:
-        model="results/{variant}/model.pt",
+        model="results/{variant}/model",
         reference=reference_model,
-        data=str(PREPARED),
+        data=str(DATASET.prepared),
         code=library("extract_features.py"),
     output:
         features="results/{variant}/{device}/features.mat",
@@ -17,11 +17,7 @@ rule extract_features:
         gpu=lambda wildcards: int(wildcards.device == "cuda"),
     params:
         spec=lambda wildcards: stable(variant_spec(wildcards)),
-        reference_spec=stable(config["variants"]["fp32"]),
-        height=config["input"]["height"],
-        width=config["input"]["width"],
-        extract=stable(config["extract"]),
-        benchmark=stable(config["benchmark"]),
-        threads=config["threads"],
+        reference_spec=stable(config["variants"][REFERENCE]),
+        settings=extract_settings(),
     script:
         "../scripts/extract_features.py"

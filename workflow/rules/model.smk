@@ -1,19 +1,18 @@
 rule train:
     input:
-        data=str(PREPARED),
+        data=prepared_dataset,
         code=library("train.py"),
     output:
-        weights=f"results/train/{DATASET}/net_last.pth",
-        opts=f"results/train/{DATASET}/opts.yaml",
-        curve=f"results/train/{DATASET}/training_curve.png",
-        summary=f"results/train/{DATASET}/train.json",
+        weights="results/train/{dataset}/net_last.pth",
+        opts="results/train/{dataset}/opts.yaml",
+        curve="results/train/{dataset}/training_curve.png",
+        summary="results/train/{dataset}/train.json",
     log:
-        f"results/logs/train_{DATASET}.log",
+        "results/logs/train_{dataset}.log",
     conda:
         "../../envs/cpu.yaml"
     threads: all_cores()
     params:
-        dataset=DATASET,
         settings=stable(config["train"]),
         height=config["input"]["height"],
         width=config["input"]["width"],
@@ -26,10 +25,10 @@ rule untrained_weights:
     input:
         code=library("untrained_weights.py"),
     output:
-        weights=f"results/untrained/{DATASET}/net_last.pth",
-        opts=f"results/untrained/{DATASET}/opts.yaml",
+        weights="results/untrained/{dataset}/net_last.pth",
+        opts="results/untrained/{dataset}/opts.yaml",
     log:
-        f"results/logs/untrained_{DATASET}.log",
+        "results/logs/untrained_{dataset}.log",
     conda:
         "../../envs/cpu.yaml"
     params:

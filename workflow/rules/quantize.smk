@@ -1,11 +1,12 @@
 rule quantize:
     input:
-        weights=str(WEIGHTS / "net_last.pth"),
-        opts=str(WEIGHTS / "opts.yaml"),
-        data=str(PREPARED),
+        weights=str(WEIGHTS.folder / "net_last.pth"),
+        opts=str(WEIGHTS.folder / "opts.yaml"),
+        data=str(DATASET.prepared),
         code=library("quantize.py"),
     output:
-        model="results/{variant}/model.pt",
+        # What the variant deploys: model.pt, model.pt2, OpenVINO's model.xml + model.bin, model.onnx
+        model=directory("results/{variant}/model"),
         info="results/{variant}/quantize.json",
     log:
         "results/logs/quantize_{variant}.log",

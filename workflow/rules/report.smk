@@ -37,7 +37,7 @@ rule summary:
     params:
         jobs=JOBS,
         skipped=SKIPPED,
-        dataset=DATASET,
-        weights=WEIGHTS_LABEL,
+        dataset=DATASET.name,
+        weights=WEIGHTS.label,
     script:
         "../scripts/summary.py"

@@ -6,5 +6,5 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
 from reidquant.rulelog import run_rule  # first: a Ctrl-C during the imports below is one line too
 from reidquant.evaluate import evaluate_and_save
 
-run_rule(snakemake.log[0], evaluate_and_save, snakemake.input.features, snakemake.input.reference or None,
-         snakemake.output[0])
+run_rule(snakemake.log[0], evaluate_and_save, path=snakemake.input.features,
+         reference_path=snakemake.input.reference or None, json_path=snakemake.output[0])

@@ -5,14 +5,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
 
 from reidquant.rulelog import run_rule  # first: a Ctrl-C during the imports below is one line too
-from reidquant.pipeline import extract_features
+from reidquant.pipeline import ExtractSettings, extract_features
 
-p = snakemake.params
-extract, benchmark = json.loads(p.extract), json.loads(p.benchmark)
-run_rule(snakemake.log[0], extract_features, Path(snakemake.input.model), json.loads(p.spec),
-         snakemake.wildcards.device, Path(snakemake.input.data), Path(snakemake.output.features),
-         Path(snakemake.output.timing), height=p.height, width=p.width, batch_size=extract["batch_size"],
-         workers=extract["workers"], ms=extract["ms"], threads=p.threads or snakemake.threads,
-         warmup=benchmark["warmup"], repeats=benchmark["repeats"],
-         reference_artifact=Path(snakemake.input.reference) if snakemake.input.reference else None,
-         reference_spec=json.loads(p.reference_spec))
+p, i, o = snakemake.params, snakemake.input, snakemake.output
+run_rule(
+    snakemake.log[0], extract_features,
+    name=snakemake.wildcards.variant, artifact=Path(i.model), spec=json.loads(p.spec),
+    device=snakemake.wildcards.device, data_root=Path(i.data), out=Path(o.features), timing_out=Path(o.timing),
+    settings=ExtractSettings.from_config(json.loads(p.settings), threads=snakemake.threads),
+    reference_artifact=Path(i.reference) if i.reference else None, reference_spec=json.loads(p.reference_spec),
+)

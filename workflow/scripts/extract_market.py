@@ -7,4 +7,5 @@ from reidquant.rulelog import run_rule  # first: a Ctrl-C during the imports bel
 from reidquant.fetch import extract_zip
 from reidquant.market import RAW_NAME
 
-run_rule(snakemake.log[0], extract_zip, Path(snakemake.input.archive), Path(snakemake.output[0]), inner=RAW_NAME)
+run_rule(snakemake.log[0], extract_zip, archive=Path(snakemake.input.archive), dest=Path(snakemake.output[0]),
+         inner=RAW_NAME)

@@ -7,5 +7,5 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))
 from reidquant.rulelog import run_rule  # first: a Ctrl-C during the imports below is one line too
 from reidquant.synth import SynthSizes, generate
 
-sizes = SynthSizes(**json.loads(snakemake.params.sizes))
-run_rule(snakemake.log[0], generate, Path(snakemake.output[0]), sizes)
+run_rule(snakemake.log[0], generate, out=Path(snakemake.output[0]),
+         sizes=SynthSizes.from_settings(json.loads(snakemake.params.sizes)))

@@ -8,6 +8,9 @@ from reidquant.rulelog import run_rule  # first: a Ctrl-C during the imports bel
 from reidquant.train import recipe, train
 
 p = snakemake.params
-hp = recipe(json.loads(p.settings), p.dataset)
-run_rule(snakemake.log[0], train, Path(snakemake.input.data), Path(snakemake.output.weights).parent, hp,
-         height=p.height, width=p.width, threads=p.threads or snakemake.threads)
+run_rule(
+    snakemake.log[0], train,
+    data_root=Path(snakemake.input.data), out=Path(snakemake.output.weights).parent,
+    hp=recipe(json.loads(p.settings), snakemake.wildcards.dataset), height=p.height, width=p.width,
+    threads=p.threads or snakemake.threads,
+)

@@ -1,0 +1,108 @@
+"""Where a run's data and weights come from, and which (variant, device) pairs it runs.
+
+The workflow decides these while it plans; here they are plain functions of the config and
+of what is on disk under the project folder, so they are tested without Snakemake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from reidquant.devices import device_available
+from reidquant.errors import ReidQuantError
+from reidquant.market import RAW_NAME
+from reidquant.variants import unsupported_reason
+
+MARKET = Path("Market")
+REAL_ZIP = MARKET / f"{RAW_NAME}.zip"
+REAL_RAW = MARKET / RAW_NAME
+SYNTHETIC = MARKET / "synthetic"
+PREPARED = {"market1501": MARKET / "pytorch", "synthetic": SYNTHETIC / "pytorch"}
+CHECKPOINT = Path("model/ft_net_dense")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str          # market1501 or synthetic: the summary's dataset column
+    raw: Path          # the raw Market-1501-format folder
+    prepared: Path     # the reference project's per-identity layout, written from ``raw``
+    note: str = ""     # what the user should know about the choice
+
+
+def dataset(config: dict, root: Path = Path(".")) -> Dataset:
+    """The real Market-1501 when it is on disk (or a URL is set), else the embedded one."""
+    source = config["dataset"]["source"]
+    real = (root / REAL_RAW).is_dir() or (root / REAL_ZIP).is_file() or bool(config["dataset"]["url"])
+    if source == "market1501" and not real:
+        raise ReidQuantError(f"dataset.source is market1501 but neither {REAL_ZIP} nor {REAL_RAW}/ exists: "
+                             f"put the Market-1501 zip there or set dataset.url")
+    if source == "market1501" or (source == "auto" and real):
+        return Dataset("market1501", REAL_RAW, PREPARED["market1501"])
+    note = (f"dataset.source=auto: no Market-1501 at {REAL_ZIP} or {REAL_RAW}/, so this run uses the "
+            f"EMBEDDED SYNTHETIC dataset") if source == "auto" else ""
+    return Dataset("synthetic", SYNTHETIC / RAW_NAME, PREPARED["synthetic"], note)
+
+
+def market_archive(root: Path = Path(".")) -> Path | None:
+    """What unpacking Market-1501 reads: the zip, or nothing when the folder is already there
+    (then the folder is used as it is, and no download is ever planned)."""
+    return None if (root / REAL_RAW).is_dir() else REAL_ZIP
+
+
+@dataclass(frozen=True)
+class Weights:
+    folder: Path   # holds net_last.pth and opts.yaml
+    label: str     # the summary's weights column
+    note: str = ""
+
+
+def is_drive_id(setting: str) -> bool:
+    return len(setting) >= 25 and "/" not in setting and all(c.isalnum() or c in "-_" for c in setting)
+
+
+def download_folder(setting: str) -> Path:
+    return Path("model/downloads") / hashlib.sha256(setting.encode()).hexdigest()[:12]
+
+
+def weights(config: dict, dataset_name: str, root: Path = Path(".")) -> Weights:
+    """The checkpoint folder ``model.weights`` names, and the rule that makes it if any."""
+    setting = config["model"]["weights"]
+    note = ""
+    if setting == "auto":
+        if (root / CHECKPOINT / "net_last.pth").is_file():
+            return Weights(CHECKPOINT, str(CHECKPOINT))
+        note = f"model.weights=auto: no checkpoint at {CHECKPOINT}/net_last.pth, so one is trained"
+        setting = "train"
+    if setting == "train":
+        return Weights(Path("results/train") / dataset_name, "trained", note)
+    if setting == "untrained":
+        return Weights(Path("results/untrained") / dataset_name, "untrained")
+    if setting.startswith(("http://", "https://")) or is_drive_id(setting):
+        return Weights(download_folder(setting), setting)
+    folder = Path(setting)
+    if not (root / folder / "net_last.pth").is_file():
+        raise ReidQuantError(f"model.weights: {folder}/net_last.pth not found (give a checkpoint folder with "
+                             f"net_last.pth and opts.yaml, a URL, auto, train or untrained)")
+    return Weights(folder, str(folder))
+
+
+def jobs(config: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """(variant, device) pairs to run, and (variant, device, reason) for each one that cannot:
+    said in the log and in the summary, never run mislabelled."""
+    devices = [device for device in config["devices"] if device_available(device)]
+    if not devices:
+        raise ReidQuantError(f"devices: none of {', '.join(config['devices'])} is available on this machine "
+                             f"(no CUDA device); add cpu")
+    skipped = [("*", device, "no CUDA device on this machine") for device in config["devices"]
+               if device not in devices]
+    runnable = []
+    for device in devices:
+        for variant, spec in config["variants"].items():
+            reason = unsupported_reason(spec, device)
+            if reason:
+                skipped.append((variant, device, reason))
+            else:
+                runnable.append((variant, device))
+    return runnable, skipped

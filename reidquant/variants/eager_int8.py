@@ -1,0 +1,76 @@
+"""``eager_int8``: the seed's static PTQ recipe, kept faithfully as a baseline.
+
+Eager mode, QuantStub/DeQuantStub around the model, the head's Linear+BatchNorm1d fused,
+``default_qconfig`` (per-tensor min/max), calibration on a handful of training images.
+"""
+
+from __future__ import annotations
+
+NAME = "eager_int8"
+ARTIFACT = WEIGHTS = "model.pt"
+
+
+def calibrated(spec: dict) -> bool:
+    return True
+
+
+def unsupported_reason(spec: dict, device: str) -> str | None:
+    return "fbgemm int8 kernels run on CPUs only" if device == "cuda" else None
+
+
+def precision(spec: dict) -> str:
+    return "int8 eager per-tensor"
+
+
+def runtime(spec: dict) -> str:
+    return "torch"
+
+
+def _prepared(embedder):
+    import torch
+    from torch import nn
+
+    class SeedQuantWrapper(nn.Module):
+        """The seed's wrapper: quantize the input, run the model, dequantize the output."""
+
+        def __init__(self, model: nn.Module):
+            super().__init__()
+            self.quant = torch.ao.quantization.QuantStub()
+            self.model = model
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            return self.dequant(self.model(self.quant(x)))
+
+    wrapped = SeedQuantWrapper(embedder).eval()
+    torch.ao.quantization.fuse_modules(wrapped.model.embedding, [["0", "1"]], inplace=True)
+    wrapped.qconfig = torch.ao.quantization.default_qconfig
+    torch.ao.quantization.prepare(wrapped, inplace=True)
+    return wrapped
+
+
+def build(name, spec, embedder, opts, example, calibration, path) -> None:
+    import torch
+
+    from reidquant.variants import stage
+    from reidquant.variants.torch_state import calibrate, save_state
+
+    with stage(name, "preparation"):
+        model = _prepared(embedder)
+    with stage(name, "calibration"):
+        calibrate(model, calibration, desc=f"calibrate {name}")
+    with stage(name, "conversion"):
+        torch.ao.quantization.convert(model, inplace=True)
+    save_state(path, NAME, opts, model.state_dict())
+
+
+def load(path, spec, device, name):
+    import torch
+
+    from reidquant.variants.torch_state import embedder, finish, read_state
+
+    saved = read_state(path, NAME)
+    model = _prepared(embedder(saved["opts"]))
+    torch.ao.quantization.convert(model, inplace=True)
+    model.load_state_dict(saved["state_dict"])
+    return finish(model, device, channels_last=False, compile_=False)

@@ -1,0 +1,107 @@
+"""``onnxruntime``: the model exported to ONNX and run by ONNX Runtime's CPU provider.
+
+``precision`` fp32, or int8 by ``quantize_static``: QDQ format, uint8 activations, int8
+weights per channel, calibrated on training images. The artifact is the ``.onnx`` file
+(weights inside). The export has a dynamic batch axis.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+NAME = "onnxruntime"
+ARTIFACT = WEIGHTS = "model.onnx"
+INPUT = "images"
+OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+                       "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def calibrated(spec: dict) -> bool:
+    return spec["precision"] == "int8"
+
+
+def unsupported_reason(spec: dict, device: str) -> str | None:
+    if device == "cuda":
+        return "ONNX Runtime rows run on its CPU provider; GPU runtimes are not part of this table yet"
+    return None
+
+
+def precision(spec: dict) -> str:
+    return "int8 qdq per-channel" if spec["precision"] == "int8" else "fp32"
+
+
+def runtime(spec: dict) -> str:
+    return f"onnxruntime {metadata.version('onnxruntime')}"
+
+
+def export(embedder, example, path: Path) -> None:
+    import torch
+
+    torch.onnx.export(embedder, (example,), str(path), input_names=[INPUT], output_names=["embedding"],
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, external_data=False,
+                      verbose=False)
+
+
+class _CalibrationReader:
+    """ONNX Runtime's calibration interface over our calibration batches."""
+
+    def __init__(self, batches):
+        self.batches = iter(batches)
+
+    def get_next(self):
+        batch = next(self.batches, None)
+        return None if batch is None else {INPUT: batch.numpy()}
+
+
+def build(name, spec, embedder, opts, example, calibration, path) -> None:
+    from reidquant.variants import stage
+
+    if spec["precision"] == "fp32":
+        with stage(name, "export to ONNX"):
+            export(embedder, example, path)
+        return
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from reidquant.variants.torch_state import progress
+
+    with tempfile.TemporaryDirectory(dir=Path(path).parent) as scratch:
+        exported, prepared = Path(scratch) / "exported.onnx", Path(scratch) / "prepared.onnx"
+        with stage(name, "export to ONNX"):
+            export(embedder, example, exported)
+        with stage(name, "ONNX preprocessing"):
+            # Shape inference and graph optimisation before quantization, as ONNX Runtime advises.
+            quant_pre_process(str(exported), str(prepared), skip_symbolic_shape=True)
+        with stage(name, "ONNX Runtime calibration"):
+            quantize_static(
+                str(prepared), str(path),
+                _CalibrationReader(progress(calibration, f"calibrate {name}")),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=spec["per_channel"],
+                calibrate_method=getattr(CalibrationMethod, spec["calibrate_method"]),
+            )
+
+
+def load(path, spec, device, name):
+    import onnxruntime as ort
+    import torch
+
+    from reidquant.features import Runner
+    from reidquant.variants import stage
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                               OPTIMIZATION_LEVELS[spec["graph_optimization"]])
+    with stage(name, "ONNX Runtime session creation"):
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {INPUT: batch.numpy()})[0])
+
+    return Runner(forward)

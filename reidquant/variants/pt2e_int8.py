@@ -1,0 +1,152 @@
+"""``pt2e_int8``: graph-mode PTQ, the best int8 PyTorch itself makes on a CPU.
+
+``torch.export`` + torchao PT2E with the x86 Inductor quantizer (per-channel symmetric
+weights, histogram-calibrated activations), compiled by Inductor with the weights frozen
+into oneDNN int8 kernels, channels-last.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+from pathlib import Path
+
+from reidquant.devices import cpu_has_bf16
+from reidquant.errors import ReidQuantError
+
+NAME = "pt2e_int8"
+ARTIFACT = WEIGHTS = "model.pt2"
+ALIGNMENT = 64  # bytes, as torch.export.save aligns tensor data
+# Freezing folds the int8 weights into oneDNN's prepacked qconv/qlinear kernels. One compile
+# thread: no pool of compile workers is left starting up while the model is timed.
+INDUCTOR_OPTIONS = {"freezing": True, "compile_threads": 1}
+
+
+def calibrated(spec: dict) -> bool:
+    return True
+
+
+def unsupported_reason(spec: dict, device: str) -> str | None:
+    return "x86 Inductor int8 kernels (oneDNN) run on CPUs only" if device == "cuda" else None
+
+
+def _mixed_bf16(spec: dict) -> bool:
+    return spec["mixed_bf16"] and cpu_has_bf16()
+
+
+def precision(spec: dict) -> str:
+    return "int8 pt2e per-channel" + (" + bf16" if _mixed_bf16(spec) else "")
+
+
+def runtime(spec: dict) -> str:
+    return "torch+inductor" if spec["compile"] else "torch"
+
+
+def build(name, spec, embedder, opts, example, calibration, path) -> None:
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    from reidquant.variants import stage
+    from reidquant.variants.torch_state import calibrate
+
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    with stage(name, "export"):
+        graph = torch.export.export(embedder, (example,), dynamic_shapes=dynamic).module()
+        quantizer = X86InductorQuantizer()
+        quantizer.set_global(get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(graph, quantizer)
+    with stage(name, "calibration"):
+        calibrate(prepared, calibration, desc=f"calibrate {name}")
+    with stage(name, "conversion"):
+        converted = convert_pt2e(prepared)
+        # The int8 weights are new constants; drop the fp32 originals the graph no longer
+        # reads, or the saved program would carry both.
+        converted.graph.eliminate_dead_code()
+        drop_unread_tensors(converted)
+        program = torch.export.export(converted, (example[:2],), dynamic_shapes=dynamic)
+    program.example_inputs = None  # not part of the model: don't ship a batch of images with it
+    save_program(program, path)
+
+
+def save_program(program, path: Path) -> None:
+    """``torch.export.save`` with the graph's JSON deflated (a DenseNet graph is ~3.5 MB of it).
+
+    Tensors stay uncompressed and 64-byte aligned, as torch writes them: misaligned weights
+    load, but Inductor's int8 kernels then run several times slower.
+    """
+    import torch
+
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w") as target:
+        for entry in source.infolist():
+            info = zipfile.ZipInfo(entry.filename, date_time=entry.date_time)
+            if entry.filename.endswith(".json"):
+                info.compress_type = zipfile.ZIP_DEFLATED
+            else:
+                data_start = target.fp.tell() + 30 + len(entry.filename.encode()) + 4
+                padding = -data_start % ALIGNMENT
+                info.extra = struct.pack("<HH", 0x4246, padding) + b"Z" * padding
+            target.writestr(info, source.read(entry.filename))
+
+
+def drop_unread_tensors(graph_module) -> None:
+    """Delete parameters and buffers that no node of the graph reads."""
+    read = {node.target for node in graph_module.graph.nodes if node.op == "get_attr"}
+    for name, _ in [*graph_module.named_parameters(), *graph_module.named_buffers()]:
+        if name not in read:
+            owner, _, attr = name.rpartition(".")
+            delattr(graph_module.get_submodule(owner) if owner else graph_module, attr)
+
+
+def is_export_archive(path: Path) -> bool:
+    """A ``torch.export.save`` archive names its format; a ``torch.save`` file does not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/archive_format") for name in archive.namelist())
+
+
+def load(path, spec, device, name):
+    if not is_export_archive(path):
+        raise ReidQuantError(f"{path}: not a pt2e_int8 artifact (a torch.export program written by quantize)")
+    import torch
+    # Importing these registers the quantized ops and, with them, Inductor's int8 lowerings
+    # (oneDNN qconv/qlinear fusions). Without them the program compiles and runs 4-5x slower.
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+
+    from reidquant.features import Runner
+
+    with open(path, "rb") as handle:
+        module = torch.export.load(handle).module()
+    # int8-mixed-bf16: what is not quantized (the pre-activation BatchNorms, pooling) runs in
+    # bfloat16 between the int8 kernels, halving their memory traffic.
+    autocast = torch.bfloat16 if _mixed_bf16(spec) else None
+    forward = compiled(module, INDUCTOR_OPTIONS) if spec["compile"] else module
+    return Runner(forward, channels_last=True, autocast=autocast)
+
+
+def compiled(module, options: dict):
+    """``torch.compile(module)`` run with Inductor ``options`` set around each of its calls
+    only (compilation happens at a call), so no other model in the process inherits them.
+
+    Not ``torch.compile(options=...)``: freezing is also read while the graph is captured,
+    before those options apply, and without it the int8 weight prepacking fails to compile.
+    """
+    import torch
+    from torch._inductor import config as inductor_config
+
+    compiled_module = torch.compile(module)
+
+    def forward(x):
+        with inductor_config.patch(options):
+            return compiled_module(x)
+
+    return forward
