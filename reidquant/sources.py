@@ -45,12 +45,6 @@ def dataset(config: dict, root: Path = Path(".")) -> Dataset:
     return Dataset("synthetic", SYNTHETIC / RAW_NAME, PREPARED["synthetic"], note)
 
 
-def market_archive(root: Path = Path(".")) -> Path | None:
-    """What unpacking Market-1501 reads: the zip, or nothing when the folder is already there
-    (then the folder is used as it is, and no download is ever planned)."""
-    return None if (root / REAL_RAW).is_dir() else REAL_ZIP
-
-
 @dataclass(frozen=True)
 class Weights:
     folder: Path   # holds net_last.pth and opts.yaml

@@ -39,12 +39,6 @@ def test_synthetic_is_never_the_real_one(tmp_path):
     assert chosen.name == "synthetic" and sources.MARKET / "synthetic" in chosen.raw.parents
 
 
-def test_unpacking_reads_the_zip_only_when_the_folder_is_missing(tmp_path):
-    assert sources.market_archive(tmp_path) == sources.REAL_ZIP
-    (tmp_path / sources.REAL_RAW).mkdir(parents=True)
-    assert sources.market_archive(tmp_path) is None
-
-
 @pytest.mark.parametrize("setting, folder, label", [
     ("train", "results/train/synthetic", "trained"),
     ("untrained", "results/untrained/synthetic", "untrained"),

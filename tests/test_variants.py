@@ -120,3 +120,19 @@ def test_runner_converts_input():
 
     out = Runner(forward, dtype=torch.bfloat16, channels_last=True)(torch.randn(2, 3, 8, 4))
     assert seen == {"dtype": torch.bfloat16, "cl": True} and out.dtype == torch.float32
+
+
+def test_pt2e_float_modules_stay_in_floating_point(workspace, tmp_path):
+    spec = complete({"type": "pt2e_int8", "calibration_images": 4, "compile": False,
+                     "float_modules": ["embedding.0"]})
+    quantize("head_float", spec, workspace / "weights", workspace / "pytorch", tmp_path / "m", H, W)
+    with open(tmp_path / "m" / TYPES["pt2e_int8"].ARTIFACT, "rb") as handle:
+        graph = torch.export.load(handle).graph
+    linears = [n for n in graph.nodes if n.target == torch.ops.aten.linear.default]
+    convs = [n for n in graph.nodes if n.target == torch.ops.aten.conv2d.default]
+
+    def on_int8_weights(node):
+        return "dequantize_per_channel" in str(node.args[1].target)
+
+    assert len(linears) == 1 and not on_int8_weights(linears[0])
+    assert convs and all(on_int8_weights(conv) for conv in convs)

@@ -298,7 +298,7 @@ def test_real_market_zip_is_extracted_and_prepared(tmp_path):
     assert not (project / "Market" / "synthetic").exists()
     dry = snakemake(project, "-n", "results/summary.csv")
     assert "EMBEDDED SYNTHETIC" not in dry.stdout + dry.stderr
-    # Once unpacked, the folder is used as it is: no zip needed, nothing to unpack or download again.
+    # Once unpacked, the folder is used as it is: the zip may go, nothing is unpacked or downloaded again.
     (project / "Market" / "Market-1501-v15.09.15.zip").unlink()
     assert dry_run_jobs(project, "Market/pytorch") == {}
 

@@ -59,6 +59,8 @@ def build(name, spec, embedder, opts, example, calibration, path) -> None:
         graph = torch.export.export(embedder, (example,), dynamic_shapes=dynamic).module()
         quantizer = X86InductorQuantizer()
         quantizer.set_global(get_default_x86_inductor_quantization_config())
+        for module in spec["float_modules"]:
+            quantizer.set_module_name_qconfig(module, None)
         prepared = prepare_pt2e(graph, quantizer)
     with stage(name, "calibration"):
         calibrate(prepared, calibration, desc=f"calibrate {name}")

@@ -104,11 +104,6 @@ def prepared_dataset(wildcards):
     return str(sources.PREPARED[wildcards.dataset])
 
 
-def market_archive(wildcards):
-    archive = sources.market_archive()
-    return str(archive) if archive else []
-
-
 def extract_settings():
     """The config an extraction's features and timings depend on."""
     return stable(

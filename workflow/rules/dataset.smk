@@ -31,8 +31,7 @@ rule download_market:
 
 rule extract_market:
     input:
-        # Nothing to read when the folder is already there: it is used as it is.
-        archive=market_archive,
+        archive="Market/Market-1501-v15.09.15.zip",
         code=library("extract_market.py"),
     output:
         directory("Market/Market-1501-v15.09.15"),
