@@ -93,7 +93,7 @@ def _extract(args) -> None:
               "extract": section("extract", batch_size=args.batch_size, workers=args.workers, ms=args.ms),
               "benchmark": section("benchmark"), "threads": args.threads}
     reference = Path(args.reference_artifact) if args.reference_artifact else None
-    timing = extract_features(name=Path(args.artifact).parent.name, artifact=Path(args.artifact),
+    timing = extract_features(name=Path(args.artifact).name, artifact=Path(args.artifact),
                               spec=variant_spec(args.spec), device=args.device, data_root=Path(args.data),
                               out=Path(args.out), timing_out=Path(args.timing),
                               settings=ExtractSettings.from_config(config), reference_artifact=reference,
