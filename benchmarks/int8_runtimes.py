@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 from reidquant.configcheck import checked, schema_part
 from reidquant.data import load_batch
 from reidquant.devices import cpu_has_bf16, cpu_model, set_threads
-from reidquant.features import Runner
+from reidquant.features import Runner, timed
 from reidquant.jsonio import write_text
 from reidquant.market import list_prepared
 from reidquant.variants import complete, load_runner
@@ -58,12 +57,6 @@ def pt2e_with(path: Path, options: dict, mixed_bf16: bool) -> Runner:
     with open(path, "rb") as handle:
         module = torch.export.load(handle).module()
     return Runner(compiled(module, options), channels_last=True, autocast=torch.bfloat16 if mixed_bf16 else None)
-
-
-def timed(runner: Runner, batch) -> float:
-    start = time.perf_counter()
-    runner(batch)
-    return time.perf_counter() - start
 
 
 def compile_seconds(path: Path, height: int, width: int, mixed_bf16: bool, cache: str) -> float:

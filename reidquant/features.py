@@ -85,7 +85,8 @@ def extract(runner: Runner, paths, height: int, width: int, batch_size: int, wor
     return torch.cat(features).numpy().astype(np.float32)
 
 
-def _timed(runner: Runner, batch: torch.Tensor) -> float:
+def timed(runner: Runner, batch: torch.Tensor) -> float:
+    """Seconds one call takes, the device's queued work included."""
     start = time.perf_counter()
     runner(batch)
     runner.synchronize()
@@ -101,7 +102,7 @@ def model_throughput(runner: Runner, batch: torch.Tensor, warmup: int, repeats: 
     speed drifts between minutes, not between two calls a second apart.
     """
     with torch.inference_mode():
-        first_call_s = _timed(runner, batch)
+        first_call_s = timed(runner, batch)
         for _ in range(max(0, warmup - 1)):
             runner(batch)
         if reference is not None:
@@ -111,10 +112,10 @@ def model_throughput(runner: Runner, batch: torch.Tensor, warmup: int, repeats: 
         times, reference_times = [], []
         for round_ in range(repeats):
             if reference is not None and round_ % 2 == 1:  # alternate who goes first
-                reference_times.append(_timed(reference, batch))
-            times.append(_timed(runner, batch))
+                reference_times.append(timed(reference, batch))
+            times.append(timed(runner, batch))
             if reference is not None and round_ % 2 == 0:
-                reference_times.append(_timed(reference, batch))
+                reference_times.append(timed(reference, batch))
     timing = {"model_img_per_s": len(batch) / statistics.median(times), "first_call_s": first_call_s,
               "batch_s": times, "batch_size": len(batch)}
     if reference is not None:

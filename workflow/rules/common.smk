@@ -14,6 +14,7 @@ from reidquant.configcheck import (
     coerce_config,
 )
 from reidquant.errors import ReidQuantError
+from reidquant.market import RAW_NAME
 from reidquant.variants import complete
 
 
@@ -115,4 +116,4 @@ wildcard_constraints:
     variant="[A-Za-z0-9][A-Za-z0-9_.-]*",
     device="cpu|cuda",
     dataset="market1501|synthetic",
-    root="Market|Market/synthetic",
+    root=f"{sources.MARKET}|{sources.SYNTHETIC}",

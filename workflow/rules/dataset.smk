@@ -2,7 +2,7 @@ rule synthetic_dataset:
     input:
         code=library("synthetic_dataset.py"),
     output:
-        directory("Market/synthetic/Market-1501-v15.09.15"),
+        directory(str(sources.SYNTHETIC / RAW_NAME)),
     log:
         "results/logs/synthetic_dataset.log",
     conda:
@@ -17,7 +17,7 @@ rule download_market:
     input:
         code=library("fetch.py"),
     output:
-        "Market/Market-1501-v15.09.15.zip",
+        str(sources.REAL_ZIP),
     log:
         "results/logs/download_market.log",
     conda:
@@ -31,10 +31,10 @@ rule download_market:
 
 rule extract_market:
     input:
-        archive="Market/Market-1501-v15.09.15.zip",
+        archive=str(sources.REAL_ZIP),
         code=library("extract_market.py"),
     output:
-        directory("Market/Market-1501-v15.09.15"),
+        directory(str(sources.REAL_RAW)),
     log:
         "results/logs/extract_market.log",
     conda:
@@ -45,7 +45,7 @@ rule extract_market:
 
 rule prepare_dataset:
     input:
-        raw="{root}/Market-1501-v15.09.15",
+        raw=f"{{root}}/{RAW_NAME}",
         code=library("prepare_dataset.py"),
     output:
         directory("{root}/pytorch"),
@@ -54,7 +54,7 @@ rule prepare_dataset:
     conda:
         "../../envs/cpu.yaml"
     params:
-        require_full=lambda wildcards: wildcards.root == "Market"
+        require_full=lambda wildcards: wildcards.root == str(sources.MARKET)
         and config["dataset"]["check_counts"],
     script:
         "../scripts/prepare_dataset.py"
