@@ -6,7 +6,7 @@ import torch
 from reidquant.features import Runner
 from reidquant.market import list_prepared, prepare
 from reidquant.model import save_untrained
-from reidquant.pipeline import ExtractSettings, calibration_paths, extract_features, quantize
+from reidquant.pipeline import ExtractSettings, calibration_batches, calibration_paths, extract_features, quantize
 from reidquant.synth import SynthSizes, generate
 from reidquant.variants import TYPES, complete, load_runner, unsupported_reason
 
@@ -136,3 +136,17 @@ def test_pt2e_float_modules_stay_in_floating_point(workspace, tmp_path):
 
     assert len(linears) == 1 and not on_int8_weights(linears[0])
     assert convs and all(on_int8_weights(conv) for conv in convs)
+
+
+@pytest.mark.parametrize("activation_ranges", ["histogram", "minmax"])
+def test_pt2e_quantizes_the_input_over_its_full_range(workspace, tmp_path, activation_ranges):
+    spec = complete({"type": "pt2e_int8", "calibration_images": 4, "compile": False,
+                     "activation_ranges": activation_ranges})
+    quantize("int8", spec, workspace / "weights", workspace / "pytorch", tmp_path / "m", H, W)
+    with open(tmp_path / "m" / TYPES["pt2e_int8"].ARTIFACT, "rb") as handle:
+        graph = torch.export.load(handle).graph
+    (image,) = [n for n in graph.nodes if n.op == "placeholder" and n.name == "x"]
+    (quant,) = [n for n in image.users if "quantize_per_tensor" in str(n.target)]
+    calibration = torch.cat(calibration_batches(calibration_paths(workspace / "pytorch", 4), H, W))
+    low, high = min(calibration.min().item(), 0.0), max(calibration.max().item(), 0.0)
+    assert quant.args[1] == pytest.approx((high - low) / 255, rel=1e-5)

@@ -1,8 +1,8 @@
 """``pt2e_int8``: graph-mode PTQ, the best int8 PyTorch itself makes on a CPU.
 
 ``torch.export`` + torchao PT2E with the x86 Inductor quantizer (per-channel symmetric
-weights, histogram-calibrated activations), compiled by Inductor with the weights frozen
-into oneDNN int8 kernels, channels-last.
+weights, histogram- or min-max-calibrated activations, the network input always by min-max),
+compiled by Inductor with the weights frozen into oneDNN int8 kernels, channels-last.
 """
 
 from __future__ import annotations
@@ -46,10 +46,7 @@ def runtime(spec: dict) -> str:
 def build(name, spec, embedder, opts, example, calibration, path) -> None:
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-        X86InductorQuantizer,
-        get_default_x86_inductor_quantization_config,
-    )
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
     from reidquant.variants import stage
     from reidquant.variants.torch_state import calibrate
@@ -58,10 +55,11 @@ def build(name, spec, embedder, opts, example, calibration, path) -> None:
     with stage(name, "export"):
         graph = torch.export.export(embedder, (example,), dynamic_shapes=dynamic).module()
         quantizer = X86InductorQuantizer()
-        quantizer.set_global(get_default_x86_inductor_quantization_config())
+        quantizer.set_global(quantization_config(spec["activation_ranges"]))
         for module in spec["float_modules"]:
             quantizer.set_module_name_qconfig(module, None)
         prepared = prepare_pt2e(graph, quantizer)
+        observe_input_by_min_max(prepared)
     with stage(name, "calibration"):
         calibrate(prepared, calibration, desc=f"calibrate {name}")
     with stage(name, "conversion"):
@@ -73,6 +71,44 @@ def build(name, spec, embedder, opts, example, calibration, path) -> None:
         program = torch.export.export(converted, (example[:2],), dynamic_shapes=dynamic)
     program.example_inputs = None  # not part of the model: don't ship a batch of images with it
     save_program(program, path)
+
+
+def quantization_config(activation_ranges: str):
+    """The x86 Inductor quantizer's default config, its activations' ranges by histogram
+    (the range that minimises the quantization error, clipping rare large values) or min-max."""
+    import dataclasses
+
+    from torchao.quantization.pt2e import MinMaxObserver
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        get_default_x86_inductor_quantization_config,
+    )
+
+    config = get_default_x86_inductor_quantization_config()
+    if activation_ranges == "histogram":
+        return config
+    activation = dataclasses.replace(config.input_activation,
+                                     observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+    return dataclasses.replace(config, input_activation=activation, output_activation=activation)
+
+
+def observe_input_by_min_max(prepared) -> None:
+    """Range the network's input by min-max, whatever the other activations use.
+
+    The input is 8-bit pixels, normalised: 256 levels over its full range lose almost
+    nothing, while a histogram's range saturates an image's brightest and darkest pixels,
+    which costs the worst images most (measured on fp32-trained weights without BF16:
+    worst cosine to fp32 0.9949 with the input by histogram, 0.9956 by min-max).
+    """
+    from torchao.quantization.pt2e import MinMaxObserver
+    from torchao.quantization.pt2e.observer import ObserverBase
+
+    (image,) = [node for node in prepared.graph.nodes if node.op == "placeholder"]
+    for user in image.users:
+        observer = prepared.get_submodule(user.target) if user.op == "call_module" else None
+        if isinstance(observer, ObserverBase) and not isinstance(observer, MinMaxObserver):
+            setattr(prepared, user.target, MinMaxObserver(
+                dtype=observer.dtype, qscheme=observer.qscheme, quant_min=observer.quant_min,
+                quant_max=observer.quant_max, eps=float(observer.eps)))
 
 
 def save_program(program, path: Path) -> None:
