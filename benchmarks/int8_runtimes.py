@@ -31,17 +31,17 @@ from reidquant.features import Runner, timed
 from reidquant.jsonio import write_text
 from reidquant.market import list_prepared
 from reidquant.variants import complete, load_runner
-from reidquant.variants.pt2e_int8 import INDUCTOR_OPTIONS, compiled
+from reidquant.variants.pt2e_int8 import compiled, inductor_options
 
 ROUNDS = 10
 # What compiling the int8 program in a fresh process costs (run as a child process).
 COMPILE_ONCE = """
 import sys, time, torch
 import torchao.quantization.pt2e.quantize_pt2e, torchao.quantization.pt2e.quantizer.x86_inductor_quantizer
-from reidquant.variants.pt2e_int8 import INDUCTOR_OPTIONS, compiled
+from reidquant.variants.pt2e_int8 import compiled, inductor_options
 module = torch.export.load(open(sys.argv[1], "rb")).module()
 batch = torch.randn(32, 3, int(sys.argv[2]), int(sys.argv[3])).contiguous(memory_format=torch.channels_last)
-forward = compiled(module, INDUCTOR_OPTIONS)
+forward = compiled(module, inductor_options())
 start = time.perf_counter()
 with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=sys.argv[4] == "1"):
     forward(batch)
@@ -85,9 +85,9 @@ def main() -> None:
         "ov_int8 (OpenVINO + NNCF)": load_runner(args.results / "ov_int8" / "model", ov_spec, "cpu", "ov_int8"),
         "int8 (PT2E + Inductor, as the workflow runs it)": load_runner(args.results / "int8" / "model", int8_spec,
                                                                       "cpu", "int8"),
-        "int8 + Inductor cpp_wrapper": pt2e_with(pt2e_path, {**INDUCTOR_OPTIONS, "cpp_wrapper": True}, mixed),
-        "int8 without bf16 between int8 kernels": pt2e_with(pt2e_path, INDUCTOR_OPTIONS, False),
-        "int8 without weight freezing": pt2e_with(pt2e_path, {"compile_threads": 1}, mixed),
+        "int8 + Inductor cpp_wrapper": pt2e_with(pt2e_path, {**inductor_options(), "cpp_wrapper": True}, mixed),
+        "int8 without bf16 between int8 kernels": pt2e_with(pt2e_path, inductor_options(), False),
+        "int8 without weight freezing": pt2e_with(pt2e_path, {**inductor_options(), "freezing": False}, mixed),
     }
     gallery = list_prepared(args.data, "gallery")
     size = checked(config.get("input", {}), schema_part("input"), "input")
