@@ -51,10 +51,11 @@ def main() -> None:
                        for name in rows["variant"]]
     eligible = rows[rows["cos_min"] >= MIN_COSINE]
     chosen = eligible.loc[eligible["speedup"].idxmax(), "variant"] if args.choose and len(eligible) else None
+    default_precision = rows.loc[rows["variant"] == default, "precision"].iloc[0]
     lines = [f"`{kind}` int8 rows of one run ({rows['device_name'].iloc[0]}, {rows['threads'].iloc[0]} threads, "
-             f"{rows['runtime'].iloc[0]}, `{default}` in {rows.loc[rows['variant'] == default, 'precision'].iloc[0]}), each timed side by side with fp32 in its own job. `{default}`, the "
-             "default config's row: " + ", ".join(f"{key}: {value}" for key, value in defaults.items()
-                                                 if key != "type") + ".\n",
+             f"{rows['runtime'].iloc[0]}, `{default}` in {default_precision}), each timed side by side with fp32 "
+             f"in its own job. `{default}`, the default config's row: "
+             + ", ".join(f"{key}: {value}" for key, value in defaults.items() if key != "type") + ".\n",
              "| variant | options changed | speedup [10th, 90th pct] | cos_min | cos_mean | "
              "top1_agreement | mAP_delta [95% paired] | build s |",
              "|---|---|---|---|---|---|---|---|"]

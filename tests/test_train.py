@@ -80,6 +80,8 @@ def test_interrupted_training_resumes_to_the_same_weights(data, tmp_path, monkey
     resumed = torch.load(tmp_path / "resumed" / "net_last.pth")
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+    # Trained channels-last, saved in the layout every loader expects.
+    assert all(tensor.is_contiguous() for tensor in straight.values())
 
 
 def test_zero_epochs_is_refused(data, tmp_path):
