@@ -97,8 +97,10 @@ def test_ctrl_c_is_one_line_and_leaves_nothing(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "reidquant", "synth", "--out", str(out), "--train-ids", "500"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".synthetic.*/query/*.jpg")) and time.monotonic() < deadline:
-        time.sleep(0.2)  # wait until images are being written
+    # Wait until the first training images are written: the 500 identities' worth still to
+    # come keep it busy well past the signal (the query images come last, just before it ends).
+    while not list(tmp_path.glob(".synthetic.*/bounding_box_train/*.jpg")) and time.monotonic() < deadline:
+        time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr
