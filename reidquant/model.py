@@ -18,6 +18,7 @@ from torchvision.models import densenet121
 
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import atomic_path, write_text
+from reidquant.safeload import load_tensors
 
 BACKBONE_DIM = 1024
 REQUIRED_OPTS = ("nclasses",)
@@ -139,10 +140,7 @@ def load_checkpoint(folder: Path) -> tuple[ft_net_dense, dict]:
     weights = folder / "net_last.pth"
     if not weights.exists():
         raise ReidQuantError(f"{weights}: checkpoint not found")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a damaged file
-        raise ReidQuantError(f"{weights}: not a readable PyTorch checkpoint ({error})") from None
+    state = load_tensors(weights, "a readable PyTorch checkpoint")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

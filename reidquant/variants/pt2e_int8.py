@@ -14,6 +14,7 @@ from pathlib import Path
 
 from reidquant.devices import cpu_has_bf16
 from reidquant.errors import ReidQuantError
+from reidquant.safeload import check_export_archive
 
 NAME = "pt2e_int8"
 ARTIFACT = WEIGHTS = "model.pt2"
@@ -151,6 +152,7 @@ def is_export_archive(path: Path) -> bool:
 def load(path, spec, device, name):
     if not is_export_archive(path):
         raise ReidQuantError(f"{path}: not a pt2e_int8 artifact (a torch.export program written by quantize)")
+    check_export_archive(path)
     import torch
     # Importing these registers the quantized ops and, with them, Inductor's int8 lowerings
     # (oneDNN qconv/qlinear fusions). Without them the program compiles and runs 4-5x slower.
@@ -158,8 +160,9 @@ def load(path, spec, device, name):
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
 
     from reidquant.features import Runner
+    from reidquant.variants import stage
 
-    with open(path, "rb") as handle:
+    with stage(name, f"reading the torch.export program {path}"), open(path, "rb") as handle:
         module = torch.export.load(handle).module()
     # int8-mixed-bf16: what is not quantized (the pre-activation BatchNorms, pooling) runs in
     # bfloat16 between the int8 kernels, halving their memory traffic.

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from reidquant.errors import ReidQuantError
 from reidquant.model import Embedder, build
+from reidquant.safeload import load_tensors
 
 
 def embedder(opts: dict) -> Embedder:
@@ -20,12 +21,11 @@ def save_state(path: Path, kind: str, opts: dict, state_dict: dict) -> None:
 
 
 def read_state(path: Path, kind: str) -> dict:
-    """A ``torch.save`` artifact of this project, checked to hold a variant of type ``kind``."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises several types for a file it cannot read
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise ReidQuantError(f"{path}: not a {kind} artifact written by quantize ({reason})") from None
+    """A ``torch.save`` artifact of this project, checked to hold a variant of type ``kind``.
+
+    Read weights-only: a state dict (quantized tensors and packed-parameter tuples included)
+    and plain options, from which ``load`` rebuilds the module; never a pickled module."""
+    saved = load_tensors(path, f"a {kind} artifact written by quantize")
     if not isinstance(saved, dict) or "type" not in saved:
         raise ReidQuantError(f"{path}: not a {kind} artifact written by quantize")
     if saved["type"] != kind:
