@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from reidquant.data import ImageList, train_transform
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import atomic_path, write_json
 from reidquant.market import list_prepared
+from reidquant.safeload import load_tensors
 from reidquant.model import DEFAULT_OPTS, build, write_opts
 from reidquant.devices import cpu_has_bf16, set_threads
 from reidquant.plots import training_curve
@@ -49,7 +51,21 @@ def recipe(settings: dict, dataset: str) -> dict:
     if name not in RECIPES:
         raise ReidQuantError(f"train.recipe: unknown recipe {name!r} (auto, {', '.join(RECIPES)})")
     overrides = {k: v for k, v in settings.items() if k != "recipe" and v is not None}
-    return {**RECIPES[name], **overrides, "recipe": name}
+    hp = {**RECIPES[name], **overrides, "recipe": name}
+    if "low_res_epochs" in overrides:
+        if hp["low_res_epochs"] >= hp["epochs"] > 0:
+            raise ReidQuantError(f"train.low_res_epochs ({hp['low_res_epochs']}) must be less than train.epochs "
+                                 f"({hp['epochs']}): at least the last epoch must run at the full input size")
+        return hp
+    # The recipe's half-size epochs, with fewer epochs overall: keep as many full-size epochs as
+    # the recipe ends with, so the network still adapts to the size it is tested at.
+    full_size = RECIPES[name]["epochs"] - RECIPES[name]["low_res_epochs"]
+    low_res = min(hp["low_res_epochs"], max(0, hp["epochs"] - full_size))
+    if low_res != hp["low_res_epochs"]:
+        print(f"note: train.epochs is {hp['epochs']}; recipe {name}'s low_res_epochs {hp['low_res_epochs']} "
+              f"becomes {low_res}, so that {hp['epochs'] - low_res} of them run at full size", file=sys.stderr)
+        hp["low_res_epochs"] = low_res
+    return hp
 
 
 def seed_everything(seed: int) -> None:
@@ -138,7 +154,7 @@ def train(data_root: Path, out: Path, hp: dict, height: int, width: int, threads
     fingerprint = _fingerprint(hp | {"h": height, "w": width}, paths)
     resume_path = out / RESUME_NAME
     if resume_path.exists():
-        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        state = load_tensors(resume_path, "a resume file written by train")
         if state.get("fingerprint") == fingerprint:
             net.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from reidquant.errors import ReidQuantError
 from reidquant.evaluate import evaluate
 from reidquant.features import Runner, extract
 from reidquant.market import labels_and_cameras, list_prepared, prepare
@@ -98,3 +99,13 @@ def test_low_res_epochs_come_first_at_half_size_never_below_what_the_network_run
     sizes = [train_module.epoch_size(epoch, hp, 256, 128) for epoch in range(4)]
     assert sizes == [(128, 64)] * 3 + [(256, 128)]
     assert train_module.epoch_size(0, hp, 64, 32) == (32, 29)
+
+
+def test_fewer_epochs_keep_the_recipes_full_size_ending(capsys):
+    hp = train_module.recipe({"epochs": 2}, "synthetic")  # cpu_short: 8 of 10 epochs at half size
+    assert hp["low_res_epochs"] == 0
+    assert "low_res_epochs 8 becomes 0, so that 2 of them run at full size" in capsys.readouterr().err
+    assert train_module.recipe({"epochs": 5}, "synthetic")["low_res_epochs"] == 3
+    assert train_module.recipe({}, "synthetic")["low_res_epochs"] == 8
+    with pytest.raises(ReidQuantError, match=r"train.low_res_epochs \(2\) must be less than train.epochs \(2\)"):
+        train_module.recipe({"epochs": 2, "low_res_epochs": 2}, "synthetic")
