@@ -120,3 +120,77 @@ def test_ctrl_c_in_a_rule_script_is_one_line_even_while_importing():
             assert result.stderr.strip() == "reidquant: interrupted"
         else:  # anything else is a bug and keeps its traceback
             assert "Traceback" in result.stderr and "a bug" in result.stderr
+
+
+class RunsCode:
+    """Unpickling this touches a marker file: what a crafted checkpoint would do instead."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_crafted_pickles_are_refused_and_nothing_runs(fp32_artifact, tmp_path):
+    import torch
+
+    marker = tmp_path / "code-ran"
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    torch.save({"type": "fp32", "opts": {}, "state_dict": {}, "payload": RunsCode(marker)}, artifact / "model.pt")
+    result = run_cli("extract", "--artifact", artifact, "--spec", '{"type": "fp32"}', "--data", tmp_path,
+                     "--out", tmp_path / "f.mat", "--timing", tmp_path / "t.json", "--height", 64, "--width", 32)
+    assert_one_line_error(result, "model.pt: refused: it holds Python objects (io.open)")
+    # a whole pickled module: one clean line too (torch's own message has ANSI codes and spans lines)
+    torch.save(torch.nn.Linear(2, 2), artifact / "model.pt")
+    result = run_cli("extract", "--artifact", artifact, "--spec", '{"type": "fp32"}', "--data", tmp_path,
+                     "--out", tmp_path / "f.mat", "--timing", tmp_path / "t.json", "--height", 64, "--width", 32)
+    assert_one_line_error(result, "refused: it holds Python objects (torch.nn.modules.linear.Linear)")
+    assert "\x1b" not in result.stderr
+    # the training resume file, read before any training starts
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    torch.save({"fingerprint": "x", "model": RunsCode(marker)}, out / "resume.pt")
+    data = fp32_artifact.parent / "data"
+    from reidquant.market import prepare
+    from reidquant.synth import SynthSizes, generate
+
+    generate(data / "raw", SynthSizes.from_settings(dict(train_ids=2, test_ids=2, images_per_camera=1,
+                                                         cameras_per_id=2, distractors=1, junk=1,
+                                                         multi_query_per_query=0)), progress=False)
+    prepare(data / "raw", data / "pytorch")
+    result = run_cli("train", "--data", data / "pytorch", "--out", out, "--height", 64, "--width", 32,
+                     "--settings", '{"epochs": 1, "workers": 0, "low_res_epochs": 0}')
+    assert_one_line_error(result, "resume.pt: refused: it holds Python objects (io.open)")
+    assert not marker.exists() and not (out / "net_last.pth").exists()
+
+
+def test_crafted_export_archive_is_refused(tmp_path):
+    import zipfile
+
+    from reidquant.errors import ReidQuantError
+    from reidquant.safeload import check_export_archive
+
+    path = tmp_path / "model.pt2"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model/archive_format", "pt2")
+        archive.writestr("model/data/weights/model_weights_config.json",
+                         '{"config": {"w": {"path_name": "weight_0", "use_pickle": true}}}')
+    with pytest.raises(ReidQuantError, match="refused: w is stored as a pickled object"):
+        check_export_archive(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model/archive_format", "pt2")
+        archive.writestr("model/data/weights/model.pt", b"legacy pickled weights")
+    with pytest.raises(ReidQuantError, match="entry model/data/weights/model.pt is not one torch.export.save"):
+        check_export_archive(path)
+
+
+def test_evaluate_small_bad_inputs_name_the_file(tmp_path, rng):
+    assert_one_line_error(run_cli("evaluate", tmp_path), f"{tmp_path}: is a folder, not a features .mat file")
+    strings = np.array([f"{i:04d}" for i in range(60)])
+    result = run_cli("evaluate", write_mat(tmp_path / "s.mat", market_like(rng), query_f=strings))
+    assert_one_line_error(result, "s.mat: query_f must hold numbers")
+    qf, ql, qc, gf, gl, gc = market_like(rng)
+    nobody = write_mat(tmp_path / "n.mat", (qf, ql + 1000, qc, gf, gl, gc))
+    assert_one_line_error(run_cli("evaluate", nobody), "n.mat: no query has a true match in the gallery")
