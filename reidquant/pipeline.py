@@ -65,9 +65,14 @@ def calibration_batches(paths, height: int, width: int, batch_size: int = CALIBR
 
 
 def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, height: int, width: int,
-             threads: int | None = None, info_out: Path | None = None) -> dict:
+             threads: int | None = None, info_out: Path | None = None, weights_label: str | None = None,
+             dataset_label: str | None = None) -> dict:
     """Build variant ``name`` from a checkpoint folder into the folder ``out``; returns what
-    the summary needs of it (also written to ``info_out``, when given)."""
+    the summary needs of it (also written to ``info_out``, when given).
+
+    ``weights_label`` and ``dataset_label`` (the summary's ``weights`` and ``dataset``; by
+    default the folders) are recorded with it, so the table labels a row by what it was built from.
+    """
     check_input_size(height, width, field="input size")
     set_threads(threads)
     net, opts = load_checkpoint(weights)
@@ -82,7 +87,8 @@ def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, h
         batches = calibration_batches(paths, height, width, min(CALIBRATION_BATCH, used))
     fp32_bytes = sum(v.numel() * v.element_size() for v in embedder.state_dict().values())
     info = build_artifact(name, spec, embedder, opts, example, batches, Path(out))
-    info.update({"calibration_images": used, "fp32_param_bytes": fp32_bytes, "height": height, "width": width})
+    info.update({"calibration_images": used, "fp32_param_bytes": fp32_bytes, "height": height, "width": width,
+                 "weights": weights_label or str(weights), "dataset": dataset_label or str(data_root)})
     if info_out is not None:
         write_json(info_out, info)
     return info
@@ -90,8 +96,9 @@ def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, h
 
 def extract_features(name: str, artifact: Path, spec: dict, device: str, data_root: Path, out: Path,
                      timing_out: Path, settings: ExtractSettings, reference_artifact: Path | None = None,
-                     reference_spec: dict | None = None) -> dict:
-    """Features of variant ``name`` on ``device`` into ``out`` (.mat), its timing into ``timing_out``.
+                     reference_spec: dict | None = None, dataset_label: str | None = None) -> dict:
+    """Features of variant ``name`` on ``device`` into ``out`` (.mat), its timing into ``timing_out``
+    (which records ``dataset_label``, by default the data folder, as the images it ran on).
 
     With ``reference_artifact`` (the fp32 variant), its speed is timed in alternating rounds
     with this variant's on the same batch, for the speedup.
@@ -110,6 +117,7 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
                                   s.warmup, s.repeats, reference)
     timing.update({
         "device": device,
+        "dataset": dataset_label or str(data_root),
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_model(),
         "threads": threads,
         "torch": torch.__version__,

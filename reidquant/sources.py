@@ -66,6 +66,7 @@ def weights(config: dict, dataset_name: str, root: Path = Path(".")) -> Weights:
     note = ""
     if setting == "auto":
         if (root / CHECKPOINT / "net_last.pth").is_file():
+            check_checkpoint_folder(root, CHECKPOINT, "model.weights=auto")
             return Weights(CHECKPOINT, str(CHECKPOINT))
         note = f"model.weights=auto: no checkpoint at {CHECKPOINT}/net_last.pth, so one is trained"
         setting = "train"
@@ -76,10 +77,17 @@ def weights(config: dict, dataset_name: str, root: Path = Path(".")) -> Weights:
     if setting.startswith(("http://", "https://")) or is_drive_id(setting):
         return Weights(download_folder(setting), setting)
     folder = Path(setting)
-    if not (root / folder / "net_last.pth").is_file():
-        raise ReidQuantError(f"model.weights: {folder}/net_last.pth not found (give a checkpoint folder with "
-                             f"net_last.pth and opts.yaml, a URL, auto, train or untrained)")
+    check_checkpoint_folder(root, folder, "model.weights")
     return Weights(folder, str(folder))
+
+
+def check_checkpoint_folder(root: Path, folder: Path, field: str) -> None:
+    """A checkpoint folder holds both files of the reference layout: the weights, and the
+    training options that say how to build the network they belong to."""
+    for name in ("net_last.pth", "opts.yaml"):
+        if not (root / folder / name).is_file():
+            raise ReidQuantError(f"{field}: {folder}/{name} not found (a checkpoint folder holds net_last.pth "
+                                 f"and opts.yaml; or give a URL, auto, train or untrained)")
 
 
 def jobs(config: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:

@@ -25,10 +25,22 @@ EXTRA = ["type", "speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "
          "calibration_images", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes"]
 
 
+def check_provenance(record: dict, path, key: str, expected: str) -> None:
+    """A row is labelled with this run's ``dataset`` and ``weights`` only if its job recorded
+    having been made from them: numbers never appear under a label they did not come from."""
+    made_from = record.get(key)
+    if made_from != expected:
+        raise ReidQuantError(f"{path}: made from {key} {made_from!r}, but this run's {key} is {expected!r}; "
+                             f"its row would be mislabelled (rerun that job, e.g. with --forcerun)")
+
+
 def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weights: str) -> pd.DataFrame:
     records, per_query = [], {}
     for (variant, device), q_path, t_path, m_path in zip(jobs, quantize_paths, timing_paths, metrics_paths):
         q, t, m = read_json(q_path), read_json(t_path), read_json(m_path)
+        check_provenance(q, q_path, "weights", weights)
+        check_provenance(q, q_path, "dataset", dataset)
+        check_provenance(t, t_path, "dataset", dataset)
         per_query[(variant, device)] = ({k: np.asarray(v, dtype=np.float64) for k, v in m["per_query"].items()},
                                         m_path)
         reference = variant == REFERENCE

@@ -59,6 +59,9 @@ def test_auto_weights_prefer_the_checkpoint(tmp_path):
     assert (str(chosen.folder), chosen.label) == ("results/train/market1501", "trained") and chosen.note
     (tmp_path / sources.CHECKPOINT).mkdir(parents=True)
     (tmp_path / sources.CHECKPOINT / "net_last.pth").write_bytes(b"")
+    with pytest.raises(ReidQuantError, match="model.weights=auto: model/ft_net_dense/opts.yaml not found"):
+        sources.weights(config(), "market1501", tmp_path)
+    (tmp_path / sources.CHECKPOINT / "opts.yaml").write_text("nclasses: 751\n")
     assert sources.weights(config(), "market1501", tmp_path).folder == sources.CHECKPOINT
 
 

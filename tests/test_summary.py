@@ -45,12 +45,13 @@ def test_reference_is_timed_in_alternating_rounds(monkeypatch):
     assert "speedup" not in alone
 
 
-def write_job(root, variant, ap, rank1, speedup=None, num_query=None):
+def write_job(root, variant, ap, rank1, speedup=None, num_query=None, weights="trained"):
     folder = root / variant
     write_json(folder / "quantize.json", {"type": "fp32" if variant == "fp32" else "pt2e_int8",
-                                          "size_bytes": 1000 if variant == "fp32" else 250, "quantize_s": 1.0})
+                                          "size_bytes": 1000 if variant == "fp32" else 250, "quantize_s": 1.0,
+                                          "weights": weights, "dataset": "synthetic"})
     timing = {"precision": variant, "runtime": "torch", "model_img_per_s": 10.0, "extract_img_per_s": 5.0,
-              "device_name": "cpu", "threads": 2, "torch": "x"}
+              "device_name": "cpu", "threads": 2, "torch": "x", "dataset": "synthetic"}
     if speedup:
         timing.update(speedup=speedup, speedup_lo=speedup - 0.5, speedup_hi=speedup + 0.5)
     write_json(folder / "timing.json", timing)
@@ -96,4 +97,19 @@ def test_rows_of_different_images_are_refused(tmp_path, rng):
                write_job(tmp_path, "int8", rng.random(29), np.ones(29), speedup=2.0)]
     with pytest.raises(ReidQuantError, match="29 valid queries but .* has 30"):
         rows([("fp32", "cpu"), ("int8", "cpu")],
-             *([f / name for f in folders] for name in ("quantize.json", "timing.json", "metrics.json")), "s", "w")
+             *([f / name for f in folders] for name in ("quantize.json", "timing.json", "metrics.json")),
+             "synthetic", "trained")
+
+
+def test_a_row_made_from_other_weights_is_refused(tmp_path, rng):
+    from reidquant.errors import ReidQuantError
+
+    folders = [write_job(tmp_path, "fp32", rng.random(30), np.ones(30)),
+               write_job(tmp_path, "int8", rng.random(30), np.ones(30), speedup=2.0, weights="model/old")]
+    paths = [[f / name for f in folders] for name in ("quantize.json", "timing.json", "metrics.json")]
+    with pytest.raises(ReidQuantError, match=r"int8/quantize.json: made from weights 'model/old', but this "
+                                             r"run's weights is 'trained'"):
+        rows([("fp32", "cpu"), ("int8", "cpu")], *paths, "synthetic", "trained")
+    with pytest.raises(ReidQuantError, match=r"fp32/quantize.json: made from dataset 'synthetic', but this "
+                                             r"run's dataset is 'market1501'"):
+        rows([("fp32", "cpu"), ("int8", "cpu")], *paths, "market1501", "trained")

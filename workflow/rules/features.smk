@@ -19,5 +19,6 @@ rule extract_features:
         spec=lambda wildcards: stable(variant_spec(wildcards)),
         reference_spec=stable(config["variants"][REFERENCE]),
         settings=extract_settings(),
+        dataset=DATASET.name,
     script:
         "../scripts/extract_features.py"

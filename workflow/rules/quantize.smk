@@ -18,5 +18,8 @@ rule quantize:
         height=config["input"]["height"],
         width=config["input"]["width"],
         threads=config["threads"],
+        # What the artifact is built from, recorded with it: a new source rebuilds it.
+        weights=WEIGHTS.label,
+        dataset=DATASET.name,
     script:
         "../scripts/quantize.py"
