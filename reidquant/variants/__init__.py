@@ -75,9 +75,18 @@ def stage(variant: str, what: str):
     except ReidQuantError:
         raise
     except Exception as error:
-        text = str(error).strip().splitlines()
-        detail = text[0][:200] if text else type(error).__name__
-        raise ReidQuantError(f"variant {variant}: {what} failed: {detail}") from error
+        raise ReidQuantError(f"variant {variant}: {what} failed: {cause(error)}") from error
+
+
+# Where in its own sources a runtime raised, not why: OpenVINO opens every message with these.
+_LOCATION = ("Exception from src/", "Check '")
+
+
+def cause(error: Exception) -> str:
+    """The line of an exception's message that says what went wrong (at most 200 characters)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(_LOCATION)] or lines
+    return said[0][:200] if said else type(error).__name__
 
 
 def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibration: list, folder: Path) -> dict:

@@ -98,7 +98,7 @@ def load(path, spec, device, name):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                                OPTIMIZATION_LEVELS[spec["graph_optimization"]])
-    with stage(name, "ONNX Runtime session creation"):
+    with stage(name, f"ONNX Runtime session creation from {path}"):
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def forward(batch: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ once per input shape, with the job's thread count.
 from __future__ import annotations
 
 from importlib import metadata
+from pathlib import Path
 
 from reidquant.devices import cpu_has_bf16
 
@@ -109,7 +110,7 @@ def load(path, spec, device, name):
         "PERFORMANCE_HINT": spec["performance_hint"].upper(),
         "INFERENCE_PRECISION_HINT": _inference_precision(spec),
     }
-    with stage(name, "reading the OpenVINO IR"):
+    with stage(name, f"reading the OpenVINO IR {path} (weights {Path(path).with_suffix('.bin')})"):
         model = core.read_model(path)
     compiled = {}
     # Latency: one request runs the whole batch, compiled for its exact shape. Throughput: the
@@ -119,7 +120,7 @@ def load(path, spec, device, name):
     def forward(batch: torch.Tensor) -> torch.Tensor:
         shape = (len(batch) if latency else -1, *batch.shape[1:])
         if shape not in compiled:
-            with stage(name, "OpenVINO compilation"):
+            with stage(name, f"OpenVINO compilation of {path} for shape {list(shape)}"):
                 shaped = model.clone()
                 shaped.reshape(list(shape))
                 compiled[shape] = _Compiled(core.compile_model(shaped, "CPU", config))
