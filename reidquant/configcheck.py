@@ -13,6 +13,9 @@ from reidquant.errors import ReidQuantError
 # (measured: 28 fails in the last pool, 29 runs; the same with stride 1).
 MIN_INPUT_SIZE = 29
 REFERENCE = "fp32"
+# What the workflow itself writes directly under results/: a variant's folder results/<name>/
+# must not be one of them.
+RESULTS_NAMES = ("summary.csv", "summary.md", "report.html", "plots", "logs", "train", "untrained")
 # The workflow's schema, also used by ``python -m reidquant`` (the package runs from the repository).
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -83,6 +86,10 @@ def check_config(config: dict, schema_path: Path) -> None:
         best = jsonschema.exceptions.best_match(errors)
         raise ReidQuantError(problem("config", best))
     variants = config["variants"]
+    for name in variants:
+        if name in RESULTS_NAMES:
+            raise ReidQuantError(f"config field variants.{name}: the name collides with the workflow's own "
+                                 f"results/{name}; choose another (reserved: {', '.join(RESULTS_NAMES)})")
     if REFERENCE not in variants:
         raise ReidQuantError(f"config field variants: a variant named {REFERENCE} is required "
                              f"(every row is compared against it)")

@@ -7,6 +7,7 @@ private to the owner, which colleagues on a shared cluster file system could not
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -22,12 +23,24 @@ def umask() -> int:
     return mask
 
 
+def remove_stale(path: Path) -> None:
+    """Delete what an earlier write of ``path`` left when it was killed (SIGKILL skips every
+    clean-up): its temporary siblings ``.<name>.<8 random characters>``. One writer per path
+    at a time, as Snakemake's locks ensure for its outputs."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.????????"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to ``path``; it becomes ``path`` only if the block succeeds."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as error:
         raise ReidQuantError(f"{path}: cannot write here ({error.strerror})") from None
@@ -47,6 +60,7 @@ def atomic_dir(path):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(path)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     except OSError as error:
         raise ReidQuantError(f"{path}: cannot write here ({error.strerror})") from None

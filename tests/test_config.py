@@ -71,3 +71,15 @@ def test_failed_atomic_dir_leaves_nothing(tmp_path):
             (staging / "half.txt").write_text("x")
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writes_staging_is_cleaned_on_the_next_write(tmp_path):
+    """SIGKILL skips every clean-up: the next write of the same path removes what it left."""
+    (tmp_path / ".model.k1ll3d00").mkdir()
+    (tmp_path / ".model.k1ll3d00" / "model.bin").write_text("half")
+    (tmp_path / ".m.json.abcdefgh").write_text("{")
+    (tmp_path / ".model.keep").mkdir()  # not a staging name: left alone
+    with atomic_dir(tmp_path / "model") as staging:
+        (staging / "model.xml").write_text("x")
+    write_json(tmp_path / "m.json", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.keep", "m.json", "model"]

@@ -64,6 +64,9 @@ def test_nothing_to_do_after_a_complete_run(finished):
      "variants.fp32.type: the reference every row is compared against must be type fp32"),
     (lambda c: c["variants"].pop("fp32"), "variants: a variant named fp32 is required"),
     (lambda c: c["variants"]["int8_seed"].pop("type"), "variants.int8_seed: 'type' is a required property"),
+    (lambda c: c["variants"].update({"summary.csv": {"type": "fp32"}}),
+     "variants.summary.csv: the name collides with the workflow's own results/summary.csv"),
+    (lambda c: c["variants"].update(plots={"type": "fp32"}), "variants.plots: the name collides"),
 ])
 def test_bad_config_names_the_field(tmp_path, edit, message):
     config = yaml.safe_load(yaml.safe_dump(TINY))
@@ -315,6 +318,34 @@ def test_missing_checkpoint_folder_is_named(tmp_path):
     config["model"]["weights"] = "model/nowhere"
     result = snakemake(make_project(tmp_path, config), "-n")
     assert result.returncode != 0 and "model/nowhere/net_last.pth not found" in result.stdout + result.stderr
+
+
+def test_checkpoint_folder_without_opts_is_named(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["model"]["weights"] = "model/mine"
+    project = make_project(tmp_path, config)
+    (project / "model" / "mine").mkdir(parents=True)
+    (project / "model" / "mine" / "net_last.pth").write_bytes(b"")
+    result = snakemake(project, "-n")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if "reidquant: error" in line]
+    assert lines == ["reidquant: error: model.weights: model/mine/opts.yaml not found (a checkpoint folder holds "
+                     "net_last.pth and opts.yaml; or give a URL, auto, train or untrained)"]
+
+
+def test_other_weights_rerun_every_row(finished):
+    """The same weights under another source label are still another source: every row is
+    rebuilt, so the table never carries a label its numbers did not come from."""
+    project, _ = finished
+    mine = project / "model" / "mine"
+    shutil.copytree(project / "results" / "untrained" / "synthetic", mine)
+    try:
+        jobs = dry_run_jobs(project, "--config", "model={weights: model/mine}")
+    finally:
+        shutil.rmtree(project / "model")
+    rows = read_summary(project)
+    assert jobs == {"quantize": len({r["variant"] for r in rows}), "extract_features": len(rows),
+                    "evaluate": len(rows), **AGGREGATES}
 
 
 def test_report_bundles_table_and_plots(finished):
