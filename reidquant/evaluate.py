@@ -80,6 +80,15 @@ def top_ranked(query_f, gallery_f, k: int, max_chunk_rows: int | None = None):
         yield index
 
 
+def float32_error_bound(query_f, gallery_f) -> float:
+    """How far a float32 product's score can be from the float64 one, for any summation order:
+    |error| <= gamma_d * |q| * |g| with gamma_d = d*u / (1 - d*u) (Higham), for both precisions."""
+    dim = query_f.shape[1]
+    norms = float(np.linalg.norm(query_f, axis=1).max(initial=0.0) * np.linalg.norm(gallery_f, axis=1).max(initial=0.0))
+    gamma = sum(dim * u / (1 - dim * u) for u in (2.0 ** -24, 2.0 ** -53))
+    return gamma * norms
+
+
 def evaluate(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_cam,
              max_rank: int = CMC_DEPTH, max_chunk_rows: int | None = None) -> dict:
     """Score query features against gallery features with the Market-1501 protocol.
@@ -88,23 +97,50 @@ def evaluate(query_f, query_label, query_cam, gallery_f, gallery_label, gallery_
     read: each same-identity image's position is the number of kept gallery scores above it
     (equal scores in gallery order, as a stable sort puts them). Images labelled -1 are
     dropped once for all queries; same-camera matches are counted out per query.
+
+    The scores come from a float32 product (half the time of float64), and the few that lie
+    within twice float32's error bound of a same-identity score, where float32 could order
+    them otherwise than float64, are scored again in float64 with those same-identity
+    scores: every comparison a rank depends on is then the float64 one.
     """
     ql, qc = as_int_vector(query_label), as_int_vector(query_cam)
     gl, gc = as_int_vector(gallery_label), as_int_vector(gallery_cam)
     kept = gl != -1
-    gallery_f = np.asarray(gallery_f, dtype=np.float64)[kept]
+    gallery_f = np.ascontiguousarray(np.asarray(gallery_f, dtype=np.float32)[kept])
+    query_f = np.ascontiguousarray(np.asarray(query_f, dtype=np.float32))
     gl, gc = gl[kept], gc[kept]
     same_identity = {label: np.nonzero(gl == label)[0] for label in np.unique(ql)}
+    margin = 2 * float32_error_bound(query_f, gallery_f)
     hit_ranks = [np.zeros(0, dtype=np.int64)] * len(ql)
-    for start, scores in score_chunks(query_f, gallery_f, max_chunk_rows):
+    rows = max_chunk_rows or max(1, CHUNK_CELLS // max(1, len(gallery_f)))
+    for start in range(0, len(ql), rows):
+        scores = query_f[start:start + rows] @ gallery_f.T
         for offset, row in enumerate(scores):
             q = start + offset
             same = same_identity[ql[q]]
             same_camera = gc[same] == qc[q]
             if len(same) == 0 or same_camera.all():
                 continue
+            row = _rescored(row, same, same_camera, margin, query_f[q], gallery_f)
             hit_ranks[q] = _hit_ranks(row, same, same_camera)
     return _summarise(hit_ranks, min(max_rank, len(gl)))
+
+
+def _rescored(row, same, same_camera, margin, query, gallery_f):
+    """A query's float32 score row in float64, with its same-identity scores and every score
+    near one of them computed in float64.
+
+    Each of those is its own row-wise sum (not a BLAS product, whose tail columns take
+    another kernel), so identical gallery images get identical scores and tie exactly.
+    """
+    threshold = row[same]
+    floor = threshold[~same_camera].min() - margin
+    candidates = np.flatnonzero(row >= floor)
+    near = (np.abs(row[candidates, None] - threshold[None, :]) <= margin).any(axis=1)
+    again = np.concatenate([same, candidates[near]])
+    exact = row.astype(np.float64)
+    exact[again] = np.multiply(gallery_f[again], query.astype(np.float64)).sum(axis=1)
+    return exact
 
 
 def _hit_ranks(row, same, same_camera):
@@ -220,7 +256,10 @@ def fidelity(features: dict, reference: dict, top_k: int = 10) -> dict:
 def evaluate_file(path, reference_path=None) -> dict:
     """Metrics (and fidelity, with a reference) for a features .mat file."""
     features = load_features(path)
-    metrics = evaluate(*(features[key] for key in MAT_KEYS))
+    try:
+        metrics = evaluate(*(features[key] for key in MAT_KEYS))
+    except ReidQuantError as error:
+        raise ReidQuantError(f"{path}: {error}") from None
     metrics["normalised"] = features["normalised"]
     if reference_path is not None:
         reference = load_features(reference_path)

@@ -44,6 +44,8 @@ def _int_key(mat: dict, key: str, path) -> np.ndarray:
 
 def load_features(path) -> dict:
     """Read and check a features .mat file (ours or the reference project's)."""
+    if Path(path).is_dir():
+        raise ReidQuantError(f"{path}: is a folder, not a features .mat file")
     try:
         mat = scipy.io.loadmat(str(path))
     except FileNotFoundError:
@@ -56,7 +58,11 @@ def load_features(path) -> dict:
     out = {}
     normalised = []
     for part in ("query", "gallery"):
-        feats = np.asarray(mat[f"{part}_f"], dtype=np.float32)
+        feats = np.asarray(mat[f"{part}_f"])
+        if feats.dtype.kind not in "iuf":
+            raise ReidQuantError(f"{path}: {part}_f must hold numbers, got {feats.dtype} values")
+        # MATLAB files store arrays column-major; every later step reads them a row at a time
+        feats = np.ascontiguousarray(feats, dtype=np.float32)
         if feats.ndim != 2:
             raise ReidQuantError(f"{path}: {part}_f must be a 2-D array, got shape {feats.shape}")
         labels, cams = (_int_key(mat, f"{part}_{name}", path) for name in ("label", "cam"))
