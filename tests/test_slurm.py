@@ -34,8 +34,9 @@ def cluster():
 def test_tiny_config_on_slurm_matches_a_local_run(cluster, finished, tmp_path):
     local, _ = finished
     project = make_project(tmp_path)
-    # The README's command, with this cluster's partition and a size that fits its one node
-    # (2 CPUs each, so timed jobs run one at a time and get every core), no --cores.
+    # The README's command without --sdm conda (no conda here; tests/test_readme.py dry-runs it
+    # as written), with this cluster's partition and a size that fits its one node (2 CPUs
+    # each, so timed jobs run one at a time and get every core), no --cores.
     result = snakemake(
         project, "--workflow-profile", "profiles/slurm", "results/summary.csv",
         "--default-resources", "slurm_partition=test", "mem_mb=2000", "cpus_per_task=2", "runtime=30",
