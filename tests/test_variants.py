@@ -150,3 +150,23 @@ def test_pt2e_quantizes_the_input_over_its_full_range(workspace, tmp_path, activ
     calibration = torch.cat(calibration_batches(calibration_paths(workspace / "pytorch", 4), H, W))
     low, high = min(calibration.min().item(), 0.0), max(calibration.max().item(), 0.0)
     assert quant.args[1] == pytest.approx((high - low) / 255, rel=1e-5)
+
+
+@pytest.mark.parametrize("damaged, cause", [("model.xml", "Start-end tags mismatch"),
+                                            ("model.bin", "Incorrect weights in bin file")])
+def test_damaged_openvino_ir_names_the_file_and_the_cause(workspace, tmp_path, damaged, cause):
+    import shutil
+
+    from reidquant.errors import ReidQuantError
+
+    build(workspace, "ov_fp32")
+    folder = tmp_path / "ov_fp32"
+    shutil.copytree(workspace / "ov_fp32", folder)
+    data = (folder / damaged).read_bytes()
+    (folder / damaged).write_bytes(data[:len(data) // 2])
+    with pytest.raises(ReidQuantError) as error:
+        load_runner(folder, SPECS["ov_fp32"], "cpu", "ov_fp32")(torch.randn(2, 3, H, W))
+    message = str(error.value)
+    assert message.startswith(f"variant ov_fp32: reading the OpenVINO IR {folder / 'model.xml'} "
+                              f"(weights {folder / 'model.bin'}) failed: {cause}")
+    assert "\n" not in message and "core.cpp" not in message
