@@ -9,8 +9,9 @@ import yaml
 
 from reidquant.errors import ReidQuantError
 
-# DenseNet-121's stem and its three 2x2 transition pools need this many pixels per side
-# (measured: 28 fails in the last pool, 29 runs; the same with stride 1).
+# The smallest input side every architecture runs: DenseNet-121's (its stem and three 2x2
+# transition pools: 28 fails in the last pool, 29 runs; the same with stride 1). ResNet-50 runs
+# any size; the config is checked before the checkpoint says which network it holds.
 MIN_INPUT_SIZE = 29
 REFERENCE = "fp32"
 # What the workflow itself writes directly under results/: a variant's folder results/<name>/
@@ -106,7 +107,8 @@ def check_input_size(height: int, width: int, ms=(1,), field: str = "ms") -> Non
         if min(h, w) < MIN_INPUT_SIZE:
             size = f"scale {scale} turns the {height}x{width} input into {h}x{w}" if factor != 1 else \
                 f"{height}x{width} is too small"
-            raise ReidQuantError(f"{field}: {size}; ft_net_dense needs at least {MIN_INPUT_SIZE} pixels per side")
+            raise ReidQuantError(f"{field}: {size}; the networks need at least {MIN_INPUT_SIZE} pixels per side "
+                                  f"(ft_net_dense's minimum)")
 
 
 def schema_part(*keys: str, schema_path: Path = SCHEMA_PATH) -> dict:

@@ -1,10 +1,10 @@
-"""``ft_net_dense`` with the reference project's module names, and its checkpoints.
+"""The reference project's networks, their test-time embedder, and their checkpoints.
 
 Module names match Person_reID_baseline_pytorch so that its published ``net_last.pth``
-loads strictly: ``model`` is a torchvision DenseNet-121 (its unused ImageNet head
-``model.classifier`` included), ``classifier.add_block`` is Linear(1024→512) → BatchNorm1d
-(→ Dropout) and ``classifier.classifier`` the identity logits. As in the reference, the
-backbone output is ``features`` followed by adaptive average pooling, with no final ReLU.
+loads strictly. The networks themselves (``ft_net_dense``, ``ft_net``) are in
+``reidquant.architectures``, one module each; ``opts.yaml`` says which one a checkpoint
+holds. Both end in the same ``ClassBlock``: ``classifier.add_block`` is Linear → BatchNorm1d
+(→ Dropout), the embedding, and ``classifier.classifier`` the identity logits.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ from pathlib import Path
 import torch
 import yaml
 from torch import nn
-from torchvision.models import densenet121
 
+from reidquant.architectures import architecture, select
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import atomic_path, write_text
 from reidquant.safeload import load_tensors
 
-BACKBONE_DIM = 1024
 REQUIRED_OPTS = ("nclasses",)
-DEFAULT_OPTS = {"stride": 2, "linear_num": 512, "droprate": 0.5, "use_dense": True, "h": 256, "w": 128}
+DEFAULT_OPTS = {"stride": 2, "linear_num": 512, "droprate": 0.5, "h": 256, "w": 128}
 
 
 def weights_init_kaiming(module: nn.Module) -> None:
@@ -56,31 +55,29 @@ class ClassBlock(nn.Module):
         return self.classifier(self.add_block(x))
 
 
-class ft_net_dense(nn.Module):  # noqa: N801 - the reference project's name
-    def __init__(self, class_num: int, droprate: float = 0.5, stride: int = 2, linear_num: int = 512):
-        super().__init__()
-        backbone = densenet121(weights=None)
-        backbone.features.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        if stride == 1:
-            backbone.features.transition3.pool.stride = 1
-        self.model = backbone
-        self.classifier = ClassBlock(BACKBONE_DIM, class_num, droprate, linear=linear_num)
-
-    def forward(self, x):
-        x = self.model.features(x)
-        return self.classifier(x.flatten(1))
-
-
 class Embedder(nn.Module):
-    """The test-time network: backbone features → pooled 1024-d → Linear → BatchNorm1d (512-d)."""
+    """The test-time network: the backbone to its pooled feature → Linear → BatchNorm1d (512-d)."""
 
-    def __init__(self, net: ft_net_dense):
+    def __init__(self, net: nn.Module):
         super().__init__()
-        self.features = net.model.features
+        self.features = architecture(type(net).__name__).features(net)
         self.embedding = nn.Sequential(*[m for m in net.classifier.add_block if not isinstance(m, nn.Dropout)])
+
+    @classmethod
+    def from_parts(cls, features: nn.Module, embedding: nn.Module) -> Embedder:
+        """An embedder of given parts (a backbone rebuilt for quantization, say)."""
+        embedder = cls.__new__(cls)
+        nn.Module.__init__(embedder)
+        embedder.features, embedder.embedding = features, embedding
+        return embedder
 
     def forward(self, x):
         return self.embedding(self.features(x).flatten(1))
+
+
+def arch_of(opts: dict) -> str:
+    """The architecture a checkpoint's options ask for (``read_opts`` records it as ``arch``)."""
+    return opts.get("arch") or select(opts, "opts")
 
 
 def read_opts(path: Path) -> dict:
@@ -96,9 +93,7 @@ def read_opts(path: Path) -> dict:
     for key in REQUIRED_OPTS:
         if key not in opts:
             raise ReidQuantError(f"{path}: missing field {key!r}")
-    if opts.get("use_dense") is False:
-        raise ReidQuantError(f"{path}: use_dense is false; only ft_net_dense checkpoints are supported")
-    merged = {**DEFAULT_OPTS, **opts}
+    merged = {**DEFAULT_OPTS, **opts, "arch": select(opts, str(path))}
     if merged["stride"] not in (1, 2):
         raise ReidQuantError(f"{path}: stride must be 1 or 2, got {merged['stride']!r}")
     for key in ("nclasses", "linear_num"):
@@ -108,12 +103,13 @@ def read_opts(path: Path) -> dict:
 
 
 def write_opts(path: Path, opts: dict) -> None:
-    write_text(path, yaml.safe_dump(opts, sort_keys=True))
+    """The reference project's ``opts.yaml``: its flags say the architecture, not our ``arch``."""
+    write_text(path, yaml.safe_dump({k: v for k, v in opts.items() if k != "arch"}, sort_keys=True))
 
 
-def build(opts: dict) -> ft_net_dense:
-    return ft_net_dense(opts["nclasses"], droprate=opts.get("droprate", 0.5), stride=opts["stride"],
-                        linear_num=opts["linear_num"])
+def build(opts: dict) -> nn.Module:
+    """The network ``opts`` describes (the reference project's module, untrained)."""
+    return architecture(arch_of(opts)).network({**DEFAULT_OPTS, **opts})
 
 
 def load_state_dict_strict(net: nn.Module, state: dict, where: str) -> None:
@@ -133,7 +129,7 @@ def load_state_dict_strict(net: nn.Module, state: dict, where: str) -> None:
     net.load_state_dict(state, strict=True)
 
 
-def load_checkpoint(folder: Path) -> tuple[ft_net_dense, dict]:
+def load_checkpoint(folder: Path) -> tuple[nn.Module, dict]:
     """Load ``net_last.pth`` + ``opts.yaml`` from a reference-format checkpoint folder."""
     folder = Path(folder)
     opts = read_opts(folder / "opts.yaml")
@@ -151,18 +147,18 @@ def load_checkpoint(folder: Path) -> tuple[ft_net_dense, dict]:
     return net.eval(), opts
 
 
-def untrained(seed: int = 0, nclasses: int = 751) -> tuple[ft_net_dense, dict]:
-    """A seeded random ``ft_net_dense`` (no ImageNet weights: none can be downloaded here)."""
+def untrained(seed: int = 0, nclasses: int = 751, arch: str = "ft_net_dense") -> tuple[nn.Module, dict]:
+    """A seeded random network (no ImageNet weights: none can be downloaded here)."""
     torch.manual_seed(seed)
-    opts = {**DEFAULT_OPTS, "nclasses": nclasses, "name": "ft_net_dense"}
+    opts = {**DEFAULT_OPTS, **architecture(arch).OPTS, "nclasses": nclasses, "arch": arch}
     return build(opts).eval(), opts
 
 
-def save_untrained(folder: Path, seed: int = 0, nclasses: int = 751) -> None:
+def save_untrained(folder: Path, seed: int = 0, nclasses: int = 751, arch: str = "ft_net_dense") -> None:
     """Write seeded random weights as a reference-format checkpoint folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    net, opts = untrained(seed, nclasses)
+    net, opts = untrained(seed, nclasses, arch)
     with atomic_path(folder / "net_last.pth") as tmp:
         torch.save(net.state_dict(), tmp)
     write_opts(folder / "opts.yaml", opts)

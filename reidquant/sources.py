@@ -10,6 +10,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from reidquant.architectures import select
 from reidquant.devices import device_available
 from reidquant.errors import ReidQuantError
 from reidquant.market import RAW_NAME
@@ -88,6 +91,14 @@ def check_checkpoint_folder(root: Path, folder: Path, field: str) -> None:
         if not (root / folder / name).is_file():
             raise ReidQuantError(f"{field}: {folder}/{name} not found (a checkpoint folder holds net_last.pth "
                                  f"and opts.yaml; or give a URL, auto, train or untrained)")
+    # A network this project does not build stops the run before any job starts; any other
+    # problem with the options is the loading job's to name (model.read_opts).
+    try:
+        opts = yaml.safe_load((root / folder / "opts.yaml").read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return
+    if isinstance(opts, dict):
+        select(opts, str(folder / "opts.yaml"))
 
 
 def jobs(config: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:

@@ -28,12 +28,19 @@ def test_strings_become_the_schema_types():
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_min_input_size_is_what_the_network_runs(stride):
-    net = Embedder(build({**DEFAULT_OPTS, "nclasses": 3, "stride": stride})).eval()
+@pytest.mark.parametrize("arch", ["ft_net_dense", "ft_net"])
+def test_min_input_size_is_what_the_network_runs(stride, arch):
+    from reidquant.architectures import architecture
+
+    minimum = architecture(arch).MIN_INPUT_SIZE
+    net = Embedder(build({**DEFAULT_OPTS, **architecture(arch).OPTS, "nclasses": 3, "stride": stride})).eval()
     with torch.no_grad():
-        assert net(torch.randn(2, 3, MIN_INPUT_SIZE, MIN_INPUT_SIZE)).shape == (2, 512)
-        with pytest.raises(RuntimeError):
-            net(torch.randn(2, 3, MIN_INPUT_SIZE - 1, 64))
+        assert net(torch.randn(2, 3, minimum, minimum)).shape == (2, 512)
+        if minimum > 1:
+            with pytest.raises(RuntimeError):
+                net(torch.randn(2, 3, minimum - 1, 64))
+    # the config's minimum is the strictest network's
+    assert MIN_INPUT_SIZE == max(architecture(name).MIN_INPUT_SIZE for name in ("ft_net_dense", "ft_net"))
     assert schema_part("input")["properties"]["height"]["minimum"] == MIN_INPUT_SIZE
     assert schema_part("input")["properties"]["width"]["minimum"] == MIN_INPUT_SIZE
 

@@ -8,7 +8,11 @@ from torchvision import transforms
 
 from reidquant.features import Runner, extract_dataset
 from reidquant.market import list_prepared, prepare
-from reidquant.model import Embedder, ft_net_dense
+import pytest
+
+from reidquant.architectures.ft_net import ft_net
+from reidquant.architectures.ft_net_dense import ft_net_dense
+from reidquant.model import Embedder
 from reidquant.synth import SynthSizes, generate
 
 
@@ -34,13 +38,14 @@ def reference_features(model, paths):
     return torch.cat(rows).numpy()
 
 
-def test_fp32_features_match_reference_pipeline(tmp_path):
+@pytest.mark.parametrize("network, stride", [(ft_net_dense, 2), (ft_net, 2), (ft_net, 1)])
+def test_fp32_features_match_reference_pipeline(tmp_path, network, stride):
     sizes = SynthSizes.from_settings(dict(train_ids=2, test_ids=2, images_per_camera=1, cameras_per_id=2,
                                           distractors=1, junk=1, multi_query_per_query=0))
     generate(tmp_path / "raw", sizes, progress=False)
     prepare(tmp_path / "raw", tmp_path / "pytorch")
     torch.manual_seed(0)
-    net = ft_net_dense(751).eval()
+    net = network(751, stride=stride).eval()
     # running statistics as a trained network has them, so BatchNorm is not the identity
     for module in net.modules():
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):

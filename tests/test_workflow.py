@@ -333,6 +333,21 @@ def test_checkpoint_folder_without_opts_is_named(tmp_path):
                      "net_last.pth and opts.yaml; or give a URL, auto, train or untrained)"]
 
 
+def test_a_checkpoint_of_another_architecture_stops_before_any_job(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["model"]["weights"] = "model/swin"
+    project = make_project(tmp_path, config)
+    (project / "model" / "swin").mkdir(parents=True)
+    (project / "model" / "swin" / "net_last.pth").write_bytes(b"")
+    (project / "model" / "swin" / "opts.yaml").write_text("nclasses: 751\nuse_dense: false\nuse_swin: true\n")
+    result = snakemake(project, "results/summary.csv")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if "reidquant: error" in line]
+    assert lines == ["reidquant: error: model/swin/opts.yaml: use_swin asks for Swin, which reidquant does not "
+                     "build; supported: ft_net_dense (use_dense: true) and ft_net (ResNet-50, no network flag)"]
+    assert not (project / "results").exists() and not (project / "Market").exists()
+
+
 def test_other_weights_rerun_every_row(finished):
     """The same weights under another source label are still another source: every row is
     rebuilt, so the table never carries a label its numbers did not come from."""
