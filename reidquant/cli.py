@@ -141,7 +141,7 @@ def parser() -> argparse.ArgumentParser:
     sizes.add_argument("--width", type=at_least(1), help="default: the config schema's input.width")
     sizes.add_argument("--threads", type=at_least(1), default=None)
 
-    p = commands.add_parser("train", parents=[sizes], help="train ft_net_dense on a prepared dataset")
+    p = commands.add_parser("train", parents=[sizes], help="train ft_net_dense or ft_net (--settings '{\"arch\": \"ft_net\"}') on a prepared dataset")
     p.add_argument("--data", required=True, help="prepared dataset folder (with train_all/)")
     p.add_argument("--out", required=True, help="folder for net_last.pth and opts.yaml")
     p.add_argument("--dataset", default="synthetic", help="market1501 or synthetic (picks the recipe)")

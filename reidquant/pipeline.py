@@ -88,7 +88,8 @@ def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, h
     fp32_bytes = sum(v.numel() * v.element_size() for v in embedder.state_dict().values())
     info = build_artifact(name, spec, embedder, opts, example, batches, Path(out))
     info.update({"calibration_images": used, "fp32_param_bytes": fp32_bytes, "height": height, "width": width,
-                 "weights": weights_label or str(weights), "dataset": dataset_label or str(data_root)})
+                 "weights": weights_label or str(weights), "dataset": dataset_label or str(data_root),
+                 "arch": opts["arch"]})
     if info_out is not None:
         write_json(info_out, info)
     return info

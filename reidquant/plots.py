@@ -92,8 +92,8 @@ def plot_summary(table: pd.DataFrame, outputs) -> None:
     fidelity(table, Path(outputs.fidelity))
 
 
-def training_curve(history: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch of a training run."""
+def training_curve(history: list[dict], path: Path, arch: str) -> None:
+    """Loss and accuracy per epoch of a training run of network ``arch``."""
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(6, 3.5))
     ax_loss = fig.subplots()
@@ -104,6 +104,6 @@ def training_curve(history: list[dict], path: Path) -> None:
     ax_acc.plot(epochs, [h["acc"] for h in history], "s--", color="tab:orange", label="accuracy")
     ax_acc.set_ylabel("training accuracy", color="tab:orange")
     ax_acc.set_ylim(0, 1)
-    ax_loss.set_title("ft_net_dense training")
+    ax_loss.set_title(f"{arch} training")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

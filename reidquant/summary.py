@@ -20,7 +20,7 @@ from reidquant.stats import LEVEL, bootstrap_interval
 COLUMNS = ["dataset", "weights", "variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s",
            "extract_img_per_s", "speedup", "rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP",
            "mAP_delta", "cos_mean", "cos_min", "top1_agreement", "device_name", "threads", "torch"]
-EXTRA = ["type", "speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
+EXTRA = ["arch", "type", "speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
          "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "top10_overlap", "compile_s", "quantize_s",
          "calibration_images", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes"]
 
@@ -46,7 +46,7 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
         reference = variant == REFERENCE
         records.append({
             "dataset": dataset, "weights": weights, "variant": variant, "device": device,
-            "type": q["type"], "precision": t["precision"], "runtime": t["runtime"], "size_mb": q["size_bytes"] / 1e6, "size_bytes": q["size_bytes"],
+            "arch": q["arch"], "type": q["type"], "precision": t["precision"], "runtime": t["runtime"], "size_mb": q["size_bytes"] / 1e6, "size_bytes": q["size_bytes"],
             "model_img_per_s": t["model_img_per_s"], "extract_img_per_s": t["extract_img_per_s"],
             **{k: 1.0 if reference else t[k] for k in ("speedup", "speedup_lo", "speedup_hi")},
             **{k: m.get(k) for k in ("rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP", "cos_mean",
@@ -110,7 +110,7 @@ def markdown(table: pd.DataFrame, skipped=()) -> str:
                 cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
     first = table.iloc[0]
-    note = (f"dataset: {first['dataset']}, weights: {first['weights']}, torch {first['torch']}, "
+    note = (f"dataset: {first['dataset']}, weights: {first['weights']}, arch: {first['arch']}, torch {first['torch']}, "
             f"{first['device_name']}, {first['threads']} threads\n\n")
     level = f"{LEVEL:.0%}"
     legend = (f"\nspeedup: median of per-round ratios to fp32 timed side by side in the same job "

@@ -1,4 +1,4 @@
-"""Fine-tune ``ft_net_dense`` on ``train_all`` and write a reference-format checkpoint.
+"""Train ``ft_net_dense`` or ``ft_net`` on ``train_all`` and write a reference-format checkpoint.
 
 The ``reference`` recipe is Person_reID_baseline_pytorch's default (SGD, momentum 0.9,
 Nesterov, weight decay 5e-4, lr 0.05 for the new layers and 0.1x for the backbone, step
@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from reidquant.architectures import architecture
 from reidquant.configcheck import MIN_INPUT_SIZE, check_input_size
 from reidquant.data import ImageList, train_transform
 from reidquant.errors import ReidQuantError
@@ -35,10 +36,10 @@ from reidquant.plots import training_curve
 RECIPES = {
     "reference": {"optimizer": "sgd", "epochs": 60, "batch_size": 32, "lr": 0.05, "backbone_lr_mult": 0.1, "step_fraction": 2 / 3,
                   "weight_decay": 5e-4, "erasing": 0.0, "label_smoothing": 0.0, "droprate": 0.5, "stride": 2,
-                  "linear_num": 512, "bf16": False, "low_res_epochs": 0, "workers": 2, "seed": 0},
+                  "linear_num": 512, "bf16": False, "low_res_epochs": 0, "workers": 2, "seed": 0, "arch": "ft_net_dense"},
     "cpu_short": {"optimizer": "adamw", "epochs": 10, "batch_size": 32, "lr": 1e-3, "backbone_lr_mult": 1.0,
                   "step_fraction": 0.75, "weight_decay": 5e-4, "erasing": 0.0, "label_smoothing": 0.0, "droprate": 0.5, "stride": 2,
-                  "linear_num": 512, "bf16": True, "low_res_epochs": 8, "workers": 1, "seed": 0},
+                  "linear_num": 512, "bf16": True, "low_res_epochs": 8, "workers": 1, "seed": 0, "arch": "ft_net_dense"},
 }
 RESUME_NAME = "resume.pt"
 
@@ -137,10 +138,10 @@ def train(data_root: Path, out: Path, hp: dict, height: int, width: int, threads
     if len(classes) < 2:
         raise ReidQuantError(f"{data_root}/train_all: need at least 2 identities to train, found {len(classes)}")
     seed_everything(hp["seed"])
-    opts = {**DEFAULT_OPTS, "name": "ft_net_dense", "nclasses": len(classes), "stride": hp["stride"],
+    opts = {**DEFAULT_OPTS, **architecture(hp["arch"]).OPTS, "nclasses": len(classes), "stride": hp["stride"],
             "linear_num": hp["linear_num"], "droprate": hp["droprate"], "lr": hp["lr"],
             "batchsize": hp["batch_size"], "total_epoch": hp["epochs"], "erasing_p": hp["erasing"],
-            "h": height, "w": width, "use_dense": True, "recipe": hp["recipe"]}
+            "h": height, "w": width, "recipe": hp["recipe"]}
     # Channels-last is oneDNN's native convolution layout: a training step takes about 3/4
     # of the time, in fp32 and in bf16.
     net = build(opts).to(memory_format=torch.channels_last)
@@ -189,6 +190,6 @@ def train(data_root: Path, out: Path, hp: dict, height: int, width: int, threads
     summary = {"epochs": hp["epochs"], "images": len(paths), "identities": len(classes), "bf16": use_bf16,
                "train_s": elapsed, "history": history, "hyperparameters": hp}
     write_json(out / "train.json", summary)
-    training_curve(history, out / "training_curve.png")
+    training_curve(history, out / "training_curve.png", hp["arch"])
     resume_path.unlink(missing_ok=True)
     return summary

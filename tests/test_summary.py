@@ -49,7 +49,7 @@ def write_job(root, variant, ap, rank1, speedup=None, num_query=None, weights="t
     folder = root / variant
     write_json(folder / "quantize.json", {"type": "fp32" if variant == "fp32" else "pt2e_int8",
                                           "size_bytes": 1000 if variant == "fp32" else 250, "quantize_s": 1.0,
-                                          "weights": weights, "dataset": "synthetic"})
+                                          "weights": weights, "dataset": "synthetic", "arch": "ft_net"})
     timing = {"precision": variant, "runtime": "torch", "model_img_per_s": 10.0, "extract_img_per_s": 5.0,
               "device_name": "cpu", "threads": 2, "torch": "x", "dataset": "synthetic"}
     if speedup:
@@ -88,6 +88,7 @@ def test_rows_carry_intervals_and_paired_deltas(tmp_path, rng):
     assert int8_line.count(" *") == 1  # the mAP loss is marked, the zero rank-1 change is not
     assert "- bf16 / cpu: this CPU has no AVX512-BF16 or AMX" in text and "- * / cuda: no CUDA device" in text
     assert "10 of 310 queries have no true match" in text
+    assert text.startswith("dataset: synthetic, weights: trained, arch: ft_net, ") and set(table["arch"]) == {"ft_net"}
 
 
 def test_rows_of_different_images_are_refused(tmp_path, rng):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from reidquant.errors import ReidQuantError
 from reidquant.evaluate import evaluate
@@ -109,3 +110,12 @@ def test_fewer_epochs_keep_the_recipes_full_size_ending(capsys):
     assert train_module.recipe({}, "synthetic")["low_res_epochs"] == 8
     with pytest.raises(ReidQuantError, match=r"train.low_res_epochs \(2\) must be less than train.epochs \(2\)"):
         train_module.recipe({"epochs": 2, "low_res_epochs": 2}, "synthetic")
+
+
+def test_resnet50_trains_into_the_reference_ft_net_format(data, tmp_path):
+    hp = train_module.recipe({**HP, "epochs": 1, "arch": "ft_net"}, "synthetic")
+    train_module.train(data, tmp_path / "ft_ResNet50", hp, height=H, width=W)
+    opts = yaml.safe_load((tmp_path / "ft_ResNet50" / "opts.yaml").read_text())
+    assert opts["use_dense"] is False and opts["name"] == "ft_ResNet50" and "arch" not in opts
+    net, read = load_checkpoint(tmp_path / "ft_ResNet50")  # strictly, ImageNet head included
+    assert read["arch"] == "ft_net" and "model.fc.weight" in net.state_dict()

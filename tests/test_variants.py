@@ -36,7 +36,11 @@ def workspace(tmp_path_factory):
     generate(root / "raw", sizes, progress=False)
     prepare(root / "raw", root / "pytorch")
     save_untrained(root / "weights", seed=0, nclasses=4)
+    save_untrained(root / "ft_net" / "weights", seed=0, nclasses=4, arch="ft_net")
     return root
+
+
+ARCHS = {"ft_net_dense": "", "ft_net": "ft_net"}  # architecture -> its folder in the workspace
 
 
 def test_calibration_uses_training_images_only(workspace):
@@ -65,26 +69,30 @@ def test_every_type_is_tested_and_in_the_schema():
 BUILT = {}
 
 
-def build(workspace, name):
-    if name not in BUILT:
-        BUILT[name] = quantize(name, SPECS[name], workspace / "weights", workspace / "pytorch", workspace / name, H, W)
-    return BUILT[name]
+def build(workspace, name, arch="ft_net_dense"):
+    if (arch, name) not in BUILT:
+        root = workspace / ARCHS[arch]
+        BUILT[arch, name] = quantize(name, SPECS[name], root / "weights", workspace / "pytorch", root / name, H, W)
+    return BUILT[arch, name]
 
 
+@pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("name", list(SPECS))
-def test_variant_builds_loads_and_tracks_fp32(workspace, name):
+def test_variant_builds_loads_and_tracks_fp32(workspace, name, arch):
     spec = SPECS[name]  # bf16 too: CPUs without native BF16 emulate it, slowly but correctly
-    build(workspace, "fp32")
-    fp32_size = os.path.getsize(workspace / "fp32" / TYPES["fp32"].WEIGHTS)
-    info = build(workspace, name)
-    assert info["size_bytes"] == os.path.getsize(workspace / name / TYPES[spec["type"]].WEIGHTS) > 0
+    root = workspace / ARCHS[arch]
+    build(workspace, "fp32", arch)
+    fp32_size = os.path.getsize(root / "fp32" / TYPES["fp32"].WEIGHTS)
+    info = build(workspace, name, arch)
+    assert info["arch"] == arch
+    assert info["size_bytes"] == os.path.getsize(root / name / TYPES[spec["type"]].WEIGHTS) > 0
     if name in SIZE_LIMITS:
         assert info["size_bytes"] < SIZE_LIMITS[name] * fp32_size
     assert info["calibration_images"] == spec.get("calibration_images", 0) * (spec.get("precision") != "fp32")
     x = torch.randn(4, 3, H, W)
     with torch.inference_mode():
-        out = load_runner(workspace / name, spec, "cpu")(x)
-        ref = load_runner(workspace / "fp32", SPECS["fp32"], "cpu")(x)
+        out = load_runner(root / name, spec, "cpu")(x)
+        ref = load_runner(root / "fp32", SPECS["fp32"], "cpu")(x)
     assert out.shape == (4, 512) and out.dtype == torch.float32
     cosine = torch.nn.functional.cosine_similarity(out, ref).min().item()
     assert cosine > MIN_COSINE.get(name, 0.9)
@@ -170,3 +178,15 @@ def test_damaged_openvino_ir_names_the_file_and_the_cause(workspace, tmp_path, d
     assert message.startswith(f"variant ov_fp32: reading the OpenVINO IR {folder / 'model.xml'} "
                               f"(weights {folder / 'model.bin'}) failed: {cause}")
     assert "\n" not in message and "core.cpp" not in message
+
+
+def test_eager_int8_folds_resnet50s_batchnorms(workspace):
+    """On ResNet-50 every BatchNorm follows a convolution and folds into it (with its ReLU)."""
+    from torch import nn
+
+    build(workspace, "int8_seed", "ft_net")
+    runner = load_runner(workspace / "ft_net" / "int8_seed", SPECS["int8_seed"], "cpu")
+    modules = list(runner.forward.modules())
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)) for m in modules)
+    assert sum(type(m).__name__ == "ConvReLU2d" for m in modules) == 1 + 2 * 16  # stem, two per block
+    assert sum(type(m).__name__ == "Conv2d" and "quantized" in type(m).__module__ for m in modules) == 16 + 4

@@ -1,6 +1,7 @@
 """``eager_int8``: the seed's static PTQ recipe, kept faithfully as a baseline.
 
-Eager mode, QuantStub/DeQuantStub around the model, the head's Linear+BatchNorm1d fused,
+Eager mode, QuantStub/DeQuantStub around the model, what the architecture can fuse fused
+(the head's Linear+BatchNorm1d; on ResNet-50 also every conv-bn(-relu)),
 ``default_qconfig`` (per-tensor min/max), calibration on a handful of training images.
 """
 
@@ -26,9 +27,11 @@ def runtime(spec: dict) -> str:
     return "torch"
 
 
-def _prepared(embedder):
+def _prepared(embedder, arch: str):
     import torch
     from torch import nn
+
+    from reidquant.architectures import architecture
 
     class SeedQuantWrapper(nn.Module):
         """The seed's wrapper: quantize the input, run the model, dequantize the output."""
@@ -42,8 +45,7 @@ def _prepared(embedder):
         def forward(self, x):
             return self.dequant(self.model(self.quant(x)))
 
-    wrapped = SeedQuantWrapper(embedder).eval()
-    torch.ao.quantization.fuse_modules(wrapped.model.embedding, [["0", "1"]], inplace=True)
+    wrapped = SeedQuantWrapper(architecture(arch).eager_quantizable(embedder)).eval()
     wrapped.qconfig = torch.ao.quantization.default_qconfig
     torch.ao.quantization.prepare(wrapped, inplace=True)
     return wrapped
@@ -52,11 +54,12 @@ def _prepared(embedder):
 def build(name, spec, embedder, opts, example, calibration, path) -> None:
     import torch
 
+    from reidquant.model import arch_of
     from reidquant.variants import stage
     from reidquant.variants.torch_state import calibrate, save_state
 
     with stage(name, "preparation"):
-        model = _prepared(embedder)
+        model = _prepared(embedder, arch_of(opts))
     with stage(name, "calibration"):
         calibrate(model, calibration, desc=f"calibrate {name}")
     with stage(name, "conversion"):
@@ -67,10 +70,11 @@ def build(name, spec, embedder, opts, example, calibration, path) -> None:
 def load(path, spec, device, name):
     import torch
 
+    from reidquant.model import arch_of
     from reidquant.variants.torch_state import embedder, finish, read_state
 
     saved = read_state(path, NAME)
-    model = _prepared(embedder(saved["opts"]))
+    model = _prepared(embedder(saved["opts"]), arch_of(saved["opts"]))
     torch.ao.quantization.convert(model, inplace=True)
     model.load_state_dict(saved["state_dict"])
     return finish(model, device, channels_last=False, compile_=False)
