@@ -1,4 +1,4 @@
-"""What the PT2E int8 graph does at DenseNet's concatenations and pre-activation BatchNorms.
+"""What the PT2E int8 graph does at DenseNet's concatenations and pre-activation BatchNorms (or ResNet-50's folded ones).
 
     python benchmarks/int8_graph.py results/int8/model/model.pt2 --out docs/benchmarks/int8_graph.md
 
@@ -55,8 +55,34 @@ def describe(path: Path) -> str:
         f"| ... whose int8 inputs all share one scale and zero point | {shared} |\n"
         f"| linear layers on int8 weights | "
         f"{sum(target(n.args[1]) == DQ_CHANNEL for n in linears)} of {len(linears)} |\n"
-        f"| quantize / dequantize nodes | {ops[Q]} / {ops[DQ] + ops[DQ_CHANNEL]} |\n\n"
-        f"Reading: every convolution and the embedding Linear run on int8 weights. The BatchNorm that\n"
+        f"| quantize / dequantize nodes | {ops[Q]} / {ops[DQ] + ops[DQ_CHANNEL]} |\n"
+        + (DENSENET_READING if cats else resnet_reading(nodes, len(convs), len(norms)))
+    )
+
+
+def resnet_reading(nodes, convs: int, norms: int) -> str:
+    """What the residual additions read and feed, counted, and what that means."""
+    adds = [n for n in nodes if target(n) == "aten.add.Tensor"]
+    conv_plus_int8 = sum(sorted(map(target, n.args[:2])) == ["aten.conv2d.default", DQ] for n in adds)
+    requantized = sum(any(target(v) == Q for u in n.users if target(u) == "aten.relu.default" for v in u.users)
+                      for n in adds)
+    return (
+        f"| residual additions | {len(adds)} |\n"
+        f"| ... of a convolution's output and a dequantized int8 shortcut | {conv_plus_int8} |\n"
+        f"| ... whose ReLU output is quantized again | {requantized} |\n\n"
+        f"Reading: ResNet-50 has no concatenations, and every BatchNorm follows a convolution, so all\n"
+        f"of them fold into their convolution's weights ({norms} left in the graph): each of the {convs}\n"
+        f"convolutions, with its ReLU, is one int8 kernel. A residual addition adds a convolution's\n"
+        f"output to the dequantized int8 shortcut, then ReLU and quantize: the pattern the x86 quantizer\n"
+        f"marks for Inductor's int8 convolution with the addition and ReLU fused in (the last block's\n"
+        f"output goes to the pooling in floating point instead). Next to DenseNet-121, whose pre-activation\n"
+        f"BatchNorms compute in floating point between the int8 kernels, almost nothing here runs\n"
+        f"outside an int8 kernel.\n"
+    )
+
+
+DENSENET_READING = (
+        f"\nReading: every convolution and the embedding Linear run on int8 weights. The BatchNorm that\n"
         f"follows each dense layer's 1x1 convolution is folded into it; the pre-activation BatchNorms\n"
         f"(`norm1` of each dense layer, the transitions' and `norm5`) cannot be folded, because they act\n"
         f"on the concatenated input before any convolution: they compute in floating point on the\n"
@@ -64,7 +90,7 @@ def describe(path: Path) -> str:
         f"which Inductor fuses into one pointwise kernel. Concatenations whose inputs share qparams stay\n"
         f"in int8 without requantization; the seed's eager recipe instead concatenated int8 tensors with\n"
         f"different scales (PyTorch warns that this is inaccurate), which is where its fidelity is lost.\n"
-    )
+)
 
 
 def main() -> None:

@@ -49,8 +49,9 @@ def describe(path: Path, inference_precision: str) -> str:
         + ", ".join(f"{precision} {count}" for precision, count in precisions.most_common()) + ".\n\n"
         f"| layer type | executed layers | of which in int8 |\n|---|---|---|\n{rows}\n"
         f"Reading: a layer counts as int8 when the plugin runs it at precision i8 or u8. The element-wise\n"
-        f"work between convolutions (the pre-activation BatchNorms' scale and shift, ReLU, requantization)\n"
-        f"is fused by the plugin into `Subgraph` layers.\n"
+        f"work between convolutions that is not fused into a convolution (on DenseNet-121, the pre-activation\n"
+        f"BatchNorms' scale and shift, ReLU, requantization) is fused by the plugin into `Subgraph` layers;\n"
+        f"on ResNet-50 the residual additions and ReLUs fuse into the convolutions themselves.\n"
     )
 
 

@@ -45,12 +45,14 @@ def main() -> None:
     parser.add_argument("--train", type=Path, default=None, help="train.json of the run, if it trained")
     parser.add_argument("--elapsed", help="wall time of the whole run, as measured")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/workflow.md"))
+    parser.add_argument("--command", default="snakemake --cores 4 results/summary.csv",
+                        help="the command that made the run, as typed")
     args = parser.parse_args()
     table = pd.read_csv(args.summary)
     first = table.iloc[0]
     lines = [
-        f"Run of `snakemake --cores 4 results/summary.csv` on the default configuration: dataset "
-        f"`{first['dataset']}`, weights `{first['weights']}`, input {first['height']}×{first['width']}, "
+        f"Run of `{args.command}` (the default configuration, with any `--config` shown): dataset "
+        f"`{first['dataset']}`, weights `{first['weights']}`, arch `{first['arch']}`, input {first['height']}×{first['width']}, "
         f"torch {first['torch']}, {cpu_model()} ({os.cpu_count()} cores, {first['threads']} threads), "
         f"Python {platform.python_version()}."
     ]

@@ -4,7 +4,7 @@ Each runs as a dry run in a copy of the project with the default config, as a us
 just cloned it would (a dry run plans the whole job graph, checks the config and loads the
 profiles and plugins the command names); ``my.yaml`` is the README's own example of one.
 A command must parse; it must also plan, unless it needs what this machine has not got
-(conda, an S3 storage plugin, the real Market-1501, a finished run), which it then says in its output.
+(conda, an S3 storage plugin, the real Market-1501, a user's checkpoint, a finished run), which it then says in its output.
 """
 
 import re
@@ -19,6 +19,7 @@ NOT_HERE = {
     "--sdm conda": r"conda",
     "--default-storage-provider s3": r"snakemake-storage-plugin-s3|storage provider s3|s3",
     "source: market1501": r"dataset.source is market1501 but neither",
+    "weights: model/ft_ResNet50": r"model.weights: model/ft_ResNet50/net_last.pth not found",
     # a report is of a finished run (test_workflow.py makes one after a real run)
     "--report": r"marked for report but does not exist",
 }
