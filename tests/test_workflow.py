@@ -320,29 +320,30 @@ def test_missing_checkpoint_folder_is_named(tmp_path):
     assert result.returncode != 0 and "model/nowhere/net_last.pth not found" in result.stdout + result.stderr
 
 
-def test_checkpoint_folder_without_opts_is_named(tmp_path):
+def planned_with_checkpoint(tmp_path, folder, files, *args):
+    """Snakemake's errors, one per line, planning the tiny config with model.weights ``folder``
+    holding ``files`` (name -> text)."""
     config = yaml.safe_load(yaml.safe_dump(TINY))
-    config["model"]["weights"] = "model/mine"
+    config["model"]["weights"] = folder
     project = make_project(tmp_path, config)
-    (project / "model" / "mine").mkdir(parents=True)
-    (project / "model" / "mine" / "net_last.pth").write_bytes(b"")
-    result = snakemake(project, "-n")
+    (project / folder).mkdir(parents=True)
+    for name, text in files.items():
+        (project / folder / name).write_text(text)
+    result = snakemake(project, *args)
     assert result.returncode == 1
-    lines = [line for line in result.stderr.splitlines() if "reidquant: error" in line]
+    return project, [line for line in result.stderr.splitlines() if "reidquant: error" in line]
+
+
+def test_checkpoint_folder_without_opts_is_named(tmp_path):
+    _, lines = planned_with_checkpoint(tmp_path, "model/mine", {"net_last.pth": ""}, "-n")
     assert lines == ["reidquant: error: model.weights: model/mine/opts.yaml not found (a checkpoint folder holds "
                      "net_last.pth and opts.yaml; or give a URL, auto, train or untrained)"]
 
 
 def test_a_checkpoint_of_another_architecture_stops_before_any_job(tmp_path):
-    config = yaml.safe_load(yaml.safe_dump(TINY))
-    config["model"]["weights"] = "model/swin"
-    project = make_project(tmp_path, config)
-    (project / "model" / "swin").mkdir(parents=True)
-    (project / "model" / "swin" / "net_last.pth").write_bytes(b"")
-    (project / "model" / "swin" / "opts.yaml").write_text("nclasses: 751\nuse_dense: false\nuse_swin: true\n")
-    result = snakemake(project, "results/summary.csv")
-    assert result.returncode == 1
-    lines = [line for line in result.stderr.splitlines() if "reidquant: error" in line]
+    opts = "nclasses: 751\nuse_dense: false\nuse_swin: true\n"
+    project, lines = planned_with_checkpoint(tmp_path, "model/swin", {"net_last.pth": "", "opts.yaml": opts},
+                                             "results/summary.csv")
     assert lines == ["reidquant: error: model/swin/opts.yaml: use_swin asks for Swin, which reidquant does not "
                      "build; supported: ft_net_dense (use_dense: true) and ft_net (ResNet-50, no network flag)"]
     assert not (project / "results").exists() and not (project / "Market").exists()
