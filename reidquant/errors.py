@@ -23,6 +23,18 @@ def user_message(error: ReidQuantError) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
+# Where in its own sources a runtime raised, not why: OpenVINO opens every message with these.
+_LOCATION = ("Exception from src/", "Check '")
+
+
+def cause(error: Exception) -> str:
+    """The line of a third-party exception's message that says what went wrong (at most 200
+    characters), for a one-line message of our own."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(_LOCATION)] or lines
+    return said[0][:200] if said else type(error).__name__
+
+
 def run_for_user(function, *args, **kwargs):
     """Call ``function``; a user error becomes one line on stderr and exit status 1."""
     try:

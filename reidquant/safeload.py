@@ -16,7 +16,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from reidquant.errors import ReidQuantError
+from reidquant.errors import ReidQuantError, cause
 
 
 def _refusal(path, error: Exception) -> str | None:
@@ -42,9 +42,7 @@ def load_tensors(path, what: str, source=None):
         refused = _refusal(path, error)
         if refused:
             raise ReidQuantError(refused) from None
-        lines = str(error).strip().splitlines()
-        reason = lines[0][:200] if lines else type(error).__name__
-        raise ReidQuantError(f"{path}: not {what} ({reason})") from None
+        raise ReidQuantError(f"{path}: not {what} ({cause(error)})") from None
 
 
 # The entries torch.export.save writes; every payload that a loader would unpickle must be

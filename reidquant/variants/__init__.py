@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from reidquant.errors import ReidQuantError
+from reidquant.errors import ReidQuantError, cause
 from reidquant.jsonio import atomic_dir
 from reidquant.variants import dynamic_fp16, eager_int8, fp32, half, onnxruntime, openvino, pt2e_int8
 
@@ -76,17 +76,6 @@ def stage(variant: str, what: str):
         raise
     except Exception as error:
         raise ReidQuantError(f"variant {variant}: {what} failed: {cause(error)}") from error
-
-
-# Where in its own sources a runtime raised, not why: OpenVINO opens every message with these.
-_LOCATION = ("Exception from src/", "Check '")
-
-
-def cause(error: Exception) -> str:
-    """The line of an exception's message that says what went wrong (at most 200 characters)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    said = [line for line in lines if not line.startswith(_LOCATION)] or lines
-    return said[0][:200] if said else type(error).__name__
 
 
 def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibration: list, folder: Path) -> dict:
