@@ -44,7 +44,9 @@ class ft_net(nn.Module):  # noqa: N801 - the reference project's name
         self.classifier = ClassBlock(BACKBONE_DIM, class_num, droprate, linear=linear_num)
 
     def forward(self, x):
-        return self.classifier(features(self)(x).flatten(1))
+        for stage in STAGES:
+            x = getattr(self.model, stage)(x)
+        return self.classifier(x.flatten(1))
 
 
 def network(opts: dict) -> ft_net:
@@ -54,8 +56,7 @@ def network(opts: dict) -> ft_net:
 
 def features(net):
     """The reference forward up to the pooling: conv1, bn1, relu, maxpool, layer1-4, avgpool."""
-    resnet = net.model if hasattr(net, "model") else net
-    return nn.Sequential(OrderedDict((name, getattr(resnet, name)) for name in STAGES))
+    return nn.Sequential(OrderedDict((name, getattr(net.model, name)) for name in STAGES))
 
 
 def eager_quantizable(embedder):
