@@ -2,10 +2,12 @@
 to close the gap.
 
     python benchmarks/int8_runtimes.py --results results --out docs/benchmarks/int8_runtimes.md
+    python benchmarks/int8_runtimes.py --batch 1 --out docs/benchmarks/int8_runtimes_b1.md
 
 Loads the finished run's ``int8`` (PT2E, Inductor) and ``ov_int8`` (OpenVINO + NNCF)
 artifacts, plus PT2E compiled with other Inductor settings, and times them on the same
-batch of 32 gallery images in rotating rounds (warm-up and compilation excluded): the median
+batch of gallery images (32, or ``--batch``: a tracker's latency calls) in rotating rounds,
+each runtime set up for latency (warm-up and compilation excluded): the median
 of each one's per-round ratio to ``ov_int8``. Also times Inductor's compilation of the int8
 program in a fresh process with an empty compile cache and again with the cache the first
 one left (how a rerun of the workflow compiles).
@@ -40,7 +42,8 @@ import sys, time, torch
 import torchao.quantization.pt2e.quantize_pt2e, torchao.quantization.pt2e.quantizer.x86_inductor_quantizer
 from reidquant.variants.pt2e_int8 import compiled, inductor_options
 module = torch.export.load(open(sys.argv[1], "rb")).module()
-batch = torch.randn(32, 3, int(sys.argv[2]), int(sys.argv[3])).contiguous(memory_format=torch.channels_last)
+batch = torch.randn(int(sys.argv[5]), 3, int(sys.argv[2]), int(sys.argv[3])).contiguous(
+    memory_format=torch.channels_last)
 forward = compiled(module, inductor_options())
 start = time.perf_counter()
 with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=sys.argv[4] == "1"):
@@ -59,10 +62,10 @@ def pt2e_with(path: Path, options: dict, mixed_bf16: bool) -> Runner:
     return Runner(compiled(module, options), channels_last=True, autocast=torch.bfloat16 if mixed_bf16 else None)
 
 
-def compile_seconds(path: Path, height: int, width: int, mixed_bf16: bool, cache: str) -> float:
+def compile_seconds(path: Path, height: int, width: int, mixed_bf16: bool, cache: str, batch: int) -> float:
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
     out = subprocess.run([sys.executable, "-c", COMPILE_ONCE, str(path), str(height), str(width),
-                          str(int(mixed_bf16))], capture_output=True, text=True, env=env, check=True)
+                          str(int(mixed_bf16)), str(batch)], capture_output=True, text=True, env=env, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -72,6 +75,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("Market/synthetic/pytorch"))
     parser.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--batch", type=int, default=32, help="images per call")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
     args = parser.parse_args()
     import yaml
 
@@ -92,32 +97,37 @@ def main() -> None:
     gallery = list_prepared(args.data, "gallery")
     size = checked(config.get("input", {}), schema_part("input"), "input")
     height, width = size["height"], size["width"]
-    batch = load_batch(gallery[:32], height, width)
+    batch = load_batch(gallery[:args.batch], height, width)
+    runners = {name: runner.for_latency() for name, runner in runners.items()}
     compile_s, times = {}, {name: [] for name in runners}
     with torch.inference_mode():
         for name, runner in runners.items():
             compile_s[name] = timed(runner, batch)
             runner(batch)
         names = list(runners)
-        for round_ in range(ROUNDS):
+        for round_ in range(args.rounds):
             for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # rotate who goes first
                 times[name].append(timed(runners[name], batch))
     reference = np.array(times[names[0]])
     lines = [
-        f"`benchmarks/int8_runtimes.py` on {cpu_model()} ({threads} threads), torch {torch.__version__}, batch of "
-        f"32 gallery images at {height}×{width}, {ROUNDS} rotating rounds; ratio = the median of the per-round "
+        f"`benchmarks/int8_runtimes.py --batch {args.batch}` on {cpu_model()} ({threads} threads), torch "
+        f"{torch.__version__}, batch of {args.batch} gallery images at {height}×{width}, {args.rounds} rotating "
+        f"rounds, each runtime set up for latency (OpenVINO's LATENCY hint); ratio = the median of the per-round "
         f"ratios of `ov_int8`'s time to the row's (below 1: slower than OpenVINO).\n",
-        "| runner | images/s (median) | ratio to ov_int8 [min, max over rounds] | first call (compile) s |",
-        "|---|---|---|---|",
+        "| runner | ms per call (median) | images/s | ratio to ov_int8 [min, max over rounds] | first call "
+        "(compile) s |",
+        "|---|---|---|---|---|",
     ]
     for name in names:
         ratios = reference / np.array(times[name])
-        lines.append(f"| {name} | {32 / statistics.median(times[name]):.1f} | {np.median(ratios):.2f} "
+        median = statistics.median(times[name])
+        lines.append(f"| {name} | {median * 1000:.1f} | {args.batch / median:.1f} | {np.median(ratios):.2f} "
                      f"[{ratios.min():.2f}, {ratios.max():.2f}] | {compile_s[name]:.1f} |")
     with tempfile.TemporaryDirectory() as cache:
-        cold = compile_seconds(pt2e_path, height, width, mixed, cache)
-        warm = compile_seconds(pt2e_path, height, width, mixed, cache)
-    lines.append(f"\nCompiling the int8 program in a fresh process (first call): {cold:.1f} s with an empty "
+        cold = compile_seconds(pt2e_path, height, width, mixed, cache, args.batch)
+        warm = compile_seconds(pt2e_path, height, width, mixed, cache, args.batch)
+    lines.append(f"\nCompiling the int8 program in a fresh process (first call at batch {args.batch}): {cold:.1f} s "
+                 f"with an empty "
                  f"Inductor cache, {warm:.1f} s in the next process, which finds the compiled graph in "
                  f"Inductor's on-disk cache (`TORCHINDUCTOR_CACHE_DIR`, by default under /tmp), as a rerun of "
                  f"the workflow on the same machine does.")

@@ -16,13 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from reidquant.jsonio import write_text
+from reidquant.configcheck import checked, schema_part
 from reidquant.devices import cpu_model
+from reidquant.jsonio import write_text
+from reidquant.summary import latency_batches, what_to_ship
 from reidquant.variants import describe
 
 COLUMNS = ["variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",
            "speedup", "speedup_lo", "speedup_hi", "rank1", "mAP", "mAP_lo", "mAP_hi", "mAP_delta", "mAP_delta_lo",
            "mAP_delta_hi", "cos_mean", "cos_min", "top1_agreement", "compile_s"]
+LATENCY_SHOWN = ["latency_b{b}_ms", "latency_b{b}_p90_ms", "latency_speedup_b{b}"]
 
 
 def sentence(row) -> str:
@@ -34,8 +37,16 @@ def sentence(row) -> str:
             f"[{row.mAP_delta_lo:+.2f}, {row.mAP_delta_hi:+.2f}], features at cosine {row.cos_mean:.4f} "
             f"(worst {row.cos_min:.4f}) "
             f"to fp32 with {row.top1_agreement * 100:.1f}% of top-1 matches unchanged")
+    batches = latency_batches(pd.DataFrame(columns=row._fields))
+    latency = ", ".join(f"{getattr(row, f'latency_b{b}_ms'):.1f} ms per call at batch {b} "
+                        f"({getattr(row, f'latency_speedup_b{b}'):.2f}× fp32)" for b in batches)
+    text += (f"; {latency}; first embedding {row.first_embedding_s:.1f} s after loading began, "
+             f"{row.mem_mb:.0f} MB resident")
     if row.compile_s and row.compile_s > 0:
-        text += f"; compiling took {row.compile_s:.0f} s, once, outside the timing"
+        shapes = ", ".join(f"{getattr(row, c):.0f} s at batch {c[len('compile_b'):-2]}"
+                           for c in row._fields if c.startswith("compile_b") and getattr(row, c) >= 0.5)
+        text += f"; compiling took {row.compile_s:.0f} s" + (f" ({shapes})" if shapes else "") + \
+            ", once per shape, outside the timing"
     return text + "."
 
 
@@ -47,7 +58,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/workflow.md"))
     parser.add_argument("--command", default="snakemake --cores 4 results/summary.csv",
                         help="the command that made the run, as typed")
+    parser.add_argument("--select", default="{}",
+                        help="the run's select budget as JSON, if not the default (what within_budget used)")
     args = parser.parse_args()
+    select = checked(json.loads(args.select), schema_part("select"), "--select")
     table = pd.read_csv(args.summary)
     first = table.iloc[0]
     lines = [
@@ -63,12 +77,14 @@ def main() -> None:
         lines.append(f"Training ({train['hyperparameters']['recipe']} recipe): {train['epochs']} epochs on "
                      f"{train['images']} images of {train['identities']} identities in {train['train_s']:.0f} s, "
                      f"final training accuracy {train['history'][-1]['acc']:.3f}.")
-    shown = table[COLUMNS]
-    lines.append("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+    shown = table[COLUMNS + [name.format(b=b) for b in latency_batches(table) for name in LATENCY_SHOWN]
+                  + ["first_embedding_s", "mem_mb"]]
+    lines.append("| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns))
     for row in shown.itertuples(index=False):
         cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
         lines[-1] += "\n| " + " | ".join(cells) + " |"
     lines.extend(sentence(row) for row in table.itertuples(index=False))
+    lines.append(what_to_ship(table, **select).replace("## What to ship", "### What to ship", 1).replace("\n### ", "\n#### "))
     write_text(args.out, "\n\n".join(lines) + "\n")
     print(args.out.read_text())
 

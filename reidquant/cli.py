@@ -91,7 +91,8 @@ def _extract(args) -> None:
 
     config = {"input": section("input", height=args.height, width=args.width),
               "extract": section("extract", batch_size=args.batch_size, workers=args.workers, ms=args.ms),
-              "benchmark": section("benchmark"), "threads": args.threads}
+              "benchmark": section("benchmark", latency_batches=args.latency_batches,
+                                   latency_rounds=args.latency_rounds), "threads": args.threads}
     reference = Path(args.reference_artifact) if args.reference_artifact else None
     timing = extract_features(name=Path(args.artifact).name, artifact=Path(args.artifact),
                               spec=variant_spec(args.spec), device=args.device, data_root=Path(args.data),
@@ -166,6 +167,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=at_least(1))
     p.add_argument("--workers", type=at_least(0))
     p.add_argument("--ms", type=float, nargs="+")
+    p.add_argument("--latency-batches", type=at_least(1), nargs="+",
+                   help="batch sizes whose per-call latency is timed (default: the config schema's)")
+    p.add_argument("--latency-rounds", type=at_least(1), help="timed calls per latency batch size")
     p.add_argument("--reference-artifact", help="the fp32 artifact folder, timed side by side for the speedup")
     p.set_defaults(run=_extract)
 

@@ -77,3 +77,12 @@ def device_available(device: str) -> bool:
     if device not in DEVICES:
         raise ReidQuantError(f"devices: unknown device {device!r} (use {' or '.join(DEVICES)})")
     return device == "cpu" or cuda_available()
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (Linux), or None where it cannot be read."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")

@@ -12,7 +12,7 @@ import contextlib
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,13 +27,35 @@ from reidquant.market import labels_and_cameras, list_prepared
 
 @dataclass
 class Runner:
-    """A deployable model and the input it expects; called on float32 CPU batches."""
+    """A deployable model and the input it expects; called on float32 CPU batches.
+
+    ``config`` is how its runtime was set up (threads, hints, compile options), recorded with
+    its timings. Where a runtime is set up differently for latency than for throughput (an
+    OpenVINO LATENCY hint), ``latency_forward`` and ``latency_config`` are that set-up.
+    """
 
     forward: Callable[[torch.Tensor], torch.Tensor]
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
     channels_last: bool = False
     autocast: torch.dtype | None = None
+    config: dict = field(default_factory=dict)
+    latency_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    latency_config: dict | None = None
+
+    def for_latency(self) -> Runner:
+        """This runner as a deployer would set it up for small batches, one call at a time."""
+        if self.latency_forward is None:
+            return self
+        return replace(self, forward=self.latency_forward, config=self.latency_config or self.config,
+                       latency_forward=None, latency_config=None)
+
+    def describe(self) -> dict:
+        """The set-up its timings were measured with, for ``timing.json``."""
+        return {"device": self.device, "dtype": str(self.dtype).removeprefix("torch."),
+                "channels_last": self.channels_last,
+                "autocast": None if self.autocast is None else str(self.autocast).removeprefix("torch."),
+                "torch_threads": torch.get_num_threads(), **self.config}
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device, non_blocking=True).to(self.dtype)
@@ -93,13 +115,14 @@ def timed(runner: Runner, batch: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def model_throughput(runner: Runner, batch: torch.Tensor, warmup: int, repeats: int,
-                     reference: Runner | None = None) -> dict:
-    """Forward passes per second on a fixed in-memory batch: warm-up (and compilation) excluded.
+def side_by_side(runner: Runner, batch: torch.Tensor, warmup: int, rounds: int,
+                 reference: Runner | None = None) -> dict:
+    """Call times of ``runner`` on ``batch``: its first call (where a runtime compiles for a new
+    shape) apart, then ``warmup`` - 1 more untimed calls, then ``rounds`` timed ones.
 
     With a ``reference`` (fp32 on the same device), both are timed in alternating rounds on
-    the same batch, and ``speedup`` is the median of the per-round ratios: a shared machine's
-    speed drifts between minutes, not between two calls a second apart.
+    the same batch and the per-round ratios kept: a shared machine's speed drifts between
+    minutes, not between two calls a second apart.
     """
     with torch.inference_mode():
         first_call_s = timed(runner, batch)
@@ -110,41 +133,69 @@ def model_throughput(runner: Runner, batch: torch.Tensor, warmup: int, repeats: 
                 reference(batch)
         runner.synchronize()
         times, reference_times = [], []
-        for round_ in range(repeats):
+        for round_ in range(rounds):
             if reference is not None and round_ % 2 == 1:  # alternate who goes first
                 reference_times.append(timed(reference, batch))
             times.append(timed(runner, batch))
             if reference is not None and round_ % 2 == 0:
                 reference_times.append(timed(reference, batch))
-    timing = {"model_img_per_s": len(batch) / statistics.median(times), "first_call_s": first_call_s,
-              "batch_s": times, "batch_size": len(batch)}
+    timing = {"first_call_s": first_call_s, "call_s": times,
+              "compile_s": max(0.0, first_call_s - statistics.median(times))}
     if reference is not None:
         ratios = np.array(reference_times) / np.array(times)
-        timing.update({
-            "reference_batch_s": reference_times,
-            "reference_img_per_s": len(batch) / statistics.median(reference_times),
-            "round_speedups": ratios.tolist(),
-            "speedup": float(np.median(ratios)),
-            "speedup_lo": float(np.percentile(ratios, 10)),
-            "speedup_hi": float(np.percentile(ratios, 90)),
-        })
+        timing.update({"reference_call_s": reference_times, "round_speedups": ratios.tolist(),
+                       "speedup": float(np.median(ratios)), "speedup_lo": float(np.percentile(ratios, 10)),
+                       "speedup_hi": float(np.percentile(ratios, 90))})
     return timing
 
 
+def model_throughput(runner: Runner, batch: torch.Tensor, warmup: int, repeats: int,
+                     reference: Runner | None = None) -> dict:
+    """Forward passes per second on a fixed in-memory batch: warm-up (and compilation) excluded.
+
+    With a ``reference``, ``speedup`` is the median of the per-round ratios of the two timed
+    side by side (``side_by_side``).
+    """
+    timed_calls = side_by_side(runner, batch, warmup, repeats, reference)
+    times = timed_calls["call_s"]
+    timing = {"model_img_per_s": len(batch) / statistics.median(times), "first_call_s": timed_calls["first_call_s"],
+              "compile_s": timed_calls["compile_s"], "batch_s": times, "batch_size": len(batch)}
+    if reference is not None:
+        timing.update({"reference_batch_s": timed_calls["reference_call_s"],
+                       "reference_img_per_s": len(batch) / statistics.median(timed_calls["reference_call_s"]),
+                       **{k: timed_calls[k] for k in ("round_speedups", "speedup", "speedup_lo", "speedup_hi")}})
+    return timing
+
+
+def latency(runner: Runner, batch: torch.Tensor, warmup: int, rounds: int, reference: Runner | None = None,
+            first_call_s: float | None = None) -> dict:
+    """Per-call wall time at a tracker's batch size (a few crops per frame): median and 90th
+    percentile in milliseconds, and the latency speedup over ``reference`` timed side by side.
+
+    ``runner`` and ``reference`` are called as configured for latency (``Runner.for_latency``).
+    ``first_call_s``: where this shape was first called earlier (the cold start), that call's
+    time, so that its compilation is reported here rather than lost.
+    """
+    calls = side_by_side(runner.for_latency(), batch, warmup, rounds,
+                         None if reference is None else reference.for_latency())
+    times_ms = np.array(calls["call_s"]) * 1000
+    if first_call_s is not None:
+        calls["first_call_s"] = first_call_s
+        calls["compile_s"] = max(0.0, first_call_s - float(np.median(times_ms)) / 1000)
+    summary = {"batch_size": len(batch), "median_ms": float(np.median(times_ms)),
+               "p90_ms": float(np.percentile(times_ms, 90)), **calls}
+    return summary
+
+
 def extract_dataset(runner: Runner, root: Path, height: int, width: int, batch_size: int, workers: int,
-                    ms, warmup: int, repeats: int, reference: Runner | None = None) -> tuple[dict, dict]:
-    """Query and gallery features of a prepared dataset, and the throughput measured on it
-    (side by side with ``reference``, when given)."""
+                    ms) -> tuple[dict, dict]:
+    """Query and gallery features of a prepared dataset in the ``.mat`` layout, and how long the
+    whole extraction took (loading, flip and every scale included)."""
     query, gallery = list_prepared(root, "query"), list_prepared(root, "gallery")
-    # The same images for every variant: the first batch of the gallery.
-    timing = model_throughput(runner, load_batch(gallery[:batch_size], height, width), warmup, repeats,
-                              reference)
     start = time.perf_counter()
     query_f = extract(runner, query, height, width, batch_size, workers, ms, desc="query")
     gallery_f = extract(runner, gallery, height, width, batch_size, workers, ms, desc="gallery")
     elapsed = time.perf_counter() - start
-    timing["extract_img_per_s"] = (len(query) + len(gallery)) / elapsed
-    timing["extract_s"] = elapsed
     q_label, q_cam = labels_and_cameras(query)
     g_label, g_cam = labels_and_cameras(gallery)
     mat = {
@@ -152,4 +203,14 @@ def extract_dataset(runner: Runner, root: Path, height: int, width: int, batch_s
         "gallery_f": gallery_f, "gallery_label": np.array(g_label), "gallery_cam": np.array(g_cam),
         "query_path": np.array([p.name for p in query]), "gallery_path": np.array([p.name for p in gallery]),
     }
-    return mat, timing
+    return mat, {"extract_img_per_s": (len(query) + len(gallery)) / elapsed, "extract_s": elapsed,
+                 "num_images": len(query) + len(gallery)}
+
+
+def timing_images(root: Path, height: int, width: int, sizes) -> dict[int, torch.Tensor]:
+    """The same images for every variant: the first ``size`` gallery images, for each size."""
+    gallery = list_prepared(root, "gallery")
+    largest = load_batch(gallery[:max(sizes)], height, width)
+    if len(largest) < max(sizes):
+        largest = _pad(largest, max(sizes))  # a gallery smaller than a batch: repeat its last image
+    return {size: largest[:size].contiguous() for size in sizes}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,14 +12,14 @@ import torch
 
 from reidquant.configcheck import check_input_size
 from reidquant.data import load_batch
-from reidquant.devices import cpu_model, device_available, set_threads
+from reidquant.devices import cpu_model, device_available, resident_bytes, set_threads
 from reidquant.errors import ReidQuantError
-from reidquant.features import extract_dataset
+from reidquant.features import extract_dataset, latency, model_throughput, timing_images
 from reidquant.jsonio import write_json
 from reidquant.market import list_prepared
 from reidquant.matfile import save_mat
 from reidquant.model import Embedder, load_checkpoint
-from reidquant.variants import build_artifact, is_calibrated, labels, load_runner, unsupported_reason
+from reidquant.variants import artifact_path, build_artifact, is_calibrated, labels, load_runner, unsupported_reason
 
 CALIBRATION_BATCH = 32
 
@@ -35,6 +36,8 @@ class ExtractSettings:
     ms: tuple[float, ...]
     warmup: int
     repeats: int
+    latency_batches: tuple[int, ...]
+    latency_rounds: int
     threads: int | None
 
     @classmethod
@@ -43,7 +46,9 @@ class ExtractSettings:
         extract, benchmark = config["extract"], config["benchmark"]
         return cls(height=config["input"]["height"], width=config["input"]["width"],
                    batch_size=extract["batch_size"], workers=extract["workers"], ms=tuple(extract["ms"]),
-                   warmup=benchmark["warmup"], repeats=benchmark["repeats"], threads=config["threads"] or threads)
+                   warmup=benchmark["warmup"], repeats=benchmark["repeats"],
+                   latency_batches=tuple(benchmark["latency_batches"]), latency_rounds=benchmark["latency_rounds"],
+                   threads=config["threads"] or threads)
 
 
 def calibration_paths(data_root: Path, count: int) -> list[Path]:
@@ -95,14 +100,47 @@ def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, h
     return info
 
 
+def cold_start(artifact: Path, spec: dict, device: str, name: str, image: torch.Tensor, warmup: int) -> tuple:
+    """Load variant ``name`` as a freshly started service would, and embed one image.
+
+    Returns the runner and what that cost: ``first_embedding_s`` from the start of loading to
+    the first embedding returned (load, any compilation, the first call), ``load_s`` of it the
+    loading, and ``mem_mb``, the resident memory the loaded variant adds once warmed up at
+    batch 1 (on CUDA also ``cuda_mem_mb``, the peak memory it allocated there). Call it before
+    any other model is loaded into the process.
+    """
+    before = resident_bytes()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    runner = load_runner(artifact, spec, device, name)
+    loaded = time.perf_counter()
+    single = runner.for_latency()
+    with torch.inference_mode():
+        single(image)
+        single.synchronize()
+        first = time.perf_counter()
+        for _ in range(warmup):
+            single(image)
+        single.synchronize()
+    after = resident_bytes()
+    profile = {"first_embedding_s": first - start, "load_s": loaded - start, "first_call_s": first - loaded,
+               "mem_mb": None if before is None or after is None else (after - before) / 1e6}
+    if device == "cuda":
+        profile["cuda_mem_mb"] = torch.cuda.max_memory_allocated() / 1e6
+    return runner, profile
+
+
 def extract_features(name: str, artifact: Path, spec: dict, device: str, data_root: Path, out: Path,
                      timing_out: Path, settings: ExtractSettings, reference_artifact: Path | None = None,
                      reference_spec: dict | None = None, dataset_label: str | None = None) -> dict:
     """Features of variant ``name`` on ``device`` into ``out`` (.mat), its timing into ``timing_out``
     (which records ``dataset_label``, by default the data folder, as the images it ran on).
 
-    With ``reference_artifact`` (the fp32 variant), its speed is timed in alternating rounds
-    with this variant's on the same batch, for the speedup.
+    In this order, so that no figure carries another's cost: the variant's cold start (before
+    any other model is in the process), then, with ``reference_artifact`` (the fp32 variant)
+    loaded, throughput at the extraction batch and latency at each of ``settings.latency_batches``,
+    each timed in alternating rounds with fp32 on the same images; then the extraction.
     """
     if not device_available(device):
         raise ReidQuantError(f"device {device!r} was asked for but this machine has no CUDA device")
@@ -112,20 +150,35 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
     s = settings
     check_input_size(s.height, s.width, s.ms)
     threads = set_threads(s.threads)
-    runner = load_runner(artifact, spec, device, name)
+    artifact_path(artifact, spec)  # a missing artifact is said before any image is read
+    images = timing_images(Path(data_root), s.height, s.width, {1, s.batch_size, *s.latency_batches})
+    phases = {}
+    runner, profile = cold_start(artifact, spec, device, name, images[1], s.warmup)
+    phases["cold_start"] = profile["first_embedding_s"]
     reference = None if reference_artifact is None else load_runner(reference_artifact, reference_spec, device)
-    mat, timing = extract_dataset(runner, Path(data_root), s.height, s.width, s.batch_size, s.workers, s.ms,
-                                  s.warmup, s.repeats, reference)
+    start = time.perf_counter()
+    timing = model_throughput(runner, images[s.batch_size], s.warmup, s.repeats, reference)
+    phases["throughput"] = time.perf_counter() - start
+    start = time.perf_counter()
+    timing["latency"] = {
+        str(b): latency(runner, images[b], s.warmup, s.latency_rounds, reference,
+                        first_call_s=profile["first_call_s"] if b == 1 else None)
+        for b in s.latency_batches}
+    phases["latency"] = time.perf_counter() - start
+    mat, extraction = extract_dataset(runner, Path(data_root), s.height, s.width, s.batch_size, s.workers, s.ms)
+    phases["extraction"] = extraction["extract_s"]
     timing.update({
+        **extraction,
+        **profile,
         "device": device,
         "dataset": dataset_label or str(data_root),
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_model(),
         "threads": threads,
         "torch": torch.__version__,
         **labels(spec),
-        # The first call's extra time over a steady one: compilation, where the runtime compiles.
-        "compile_s": max(0.0, timing["first_call_s"] - timing["batch_s"][0]),
-        "num_images": len(mat["query_f"]) + len(mat["gallery_f"]),
+        "runtime_config": runner.describe(),
+        "latency_runtime_config": runner.for_latency().describe(),
+        "phase_s": phases,
     })
     save_mat(out, mat)
     write_json(timing_out, timing)

@@ -83,13 +83,80 @@ def fidelity(table: pd.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def plot_summary(table: pd.DataFrame, outputs) -> None:
-    """Draw the three plots to ``outputs.accuracy``, ``outputs.size`` and ``outputs.fidelity``."""
-    for path in (outputs.accuracy, outputs.size, outputs.fidelity):
+def _spread_labels(ys: list[float], gap: float) -> list[float]:
+    """Label heights near ``ys``, at least ``gap`` apart (in the order of ``ys``' values)."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    placed = [0.0] * len(ys)
+    last = None
+    for i in order:
+        placed[i] = ys[i] if last is None else max(ys[i], last + gap)
+        last = placed[i]
+    shift = (sum(placed) - sum(ys)) / max(1, len(ys))  # centre the spread labels on the points
+    return [y - shift for y in placed]
+
+
+def latency_vs_accuracy(table: pd.DataFrame, path: Path, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> None:
+    """Smallest-batch latency speedup over fp32 (log axis) against ``mAP_delta`` with its paired
+    interval; every point named beside it, the Pareto front drawn, the budget's mAP floor
+    shaded; rows outside the budget hollow."""
+    from reidquant.summary import latency_batches
+
+    b = latency_batches(table)[0]
+    speed = f"latency_speedup_b{b}"
+    fig = Figure(figsize=(9, 5.5))
+    ax = fig.subplots()
+    several = table["device"].nunique() > 1
+    for _, row in table.iterrows():
+        x, y = row[speed], row["mAP_delta"]
+        inside = bool(row["within_budget"])
+        ax.errorbar(x, y, xerr=[[x - row[f"{speed}_lo"]], [row[f"{speed}_hi"] - x]],
+                    yerr=[[y - row["mAP_delta_lo"]], [row["mAP_delta_hi"] - y]],
+                    fmt=MARKERS.get(row["device"], "o"), color="tab:blue" if inside else "tab:red",
+                    mfc="tab:blue" if inside else "white", markersize=7, capsize=3, lw=1)
+    for device, rows_ in table.groupby("device", sort=False):
+        front = rows_[rows_["pareto"]].sort_values(speed)
+        ax.plot(front[speed], front["mAP_delta"], "-", color="grey", lw=1, alpha=0.7, zorder=0,
+                label="Pareto front" + (f" ({device})" if several else ""))
+    # Names to the right of their points, nudged apart vertically so none overlap.
+    low, high = table["mAP_delta_lo"].min(), table["mAP_delta_hi"].max()
+    span = max(high - low, 2 * max_mAP_drop, 1.0)
+    heights = _spread_labels(table["mAP_delta"].tolist(), gap=span * 0.045)
+    for (_, row), y_label in zip(table.iterrows(), heights):
+        name = row["variant"] + (f" / {row['device']}" if several else "")
+        ax.annotate(name, (row[speed], row["mAP_delta"]), xytext=(row[f"{speed}_hi"] * 1.05, y_label),
+                    fontsize=8, va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
+    ax.axhspan(min(low, -max_mAP_drop) - span, -max_mAP_drop, color="tab:red", alpha=0.06, lw=0)
+    ax.axhline(-max_mAP_drop, color="tab:red", lw=0.8, ls="--",
+               label=f"budget: mAP drop {max_mAP_drop:g} points (hollow red: outside, or cos_min < {min_cos:g})")
+    ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_ylim(low - 0.1 * span, high + 0.1 * span)
+    ax.set_xscale("log")
+    times = FuncFormatter(lambda value, _: f"{value:g}\u00d7")
+    ax.xaxis.set_major_formatter(times)
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 5)))
+    ax.xaxis.set_minor_formatter(times)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    left, right = table[f"{speed}_lo"].min(), table[f"{speed}_hi"].max()
+    ax.set_xlim(left / 1.15, right * 1.6)  # room for the names right of the fastest points
+    ax.set_xlabel(f"latency speedup over fp32 at batch {b} (per call, timed side by side; log scale)")
+    ax.set_ylabel("mAP difference to fp32 (points)")
+    ax.set_title("What to ship: latency against accuracy (bars: 10th-90th percentile of rounds; 95% paired "
+                 "bootstrap interval)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_summary(table: pd.DataFrame, outputs, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> None:
+    """Draw the plots to ``outputs.accuracy``, ``outputs.size``, ``outputs.fidelity`` and
+    ``outputs.latency``."""
+    for path in (outputs.accuracy, outputs.size, outputs.fidelity, outputs.latency):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     accuracy_vs_speed(table, Path(outputs.accuracy))
     size(table, Path(outputs.size))
     fidelity(table, Path(outputs.fidelity))
+    latency_vs_accuracy(table, Path(outputs.latency), min_cos, max_mAP_drop)
 
 
 def training_curve(history: list[dict], path: Path, arch: str) -> None:

@@ -20,9 +20,45 @@ from reidquant.stats import LEVEL, bootstrap_interval
 COLUMNS = ["dataset", "weights", "variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s",
            "extract_img_per_s", "speedup", "rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP",
            "mAP_delta", "cos_mean", "cos_min", "top1_agreement", "device_name", "threads", "torch"]
+# Deployment columns, for each latency batch size b (``benchmark.latency_batches``) ...
+LATENCY = ["latency_b{b}_ms", "latency_b{b}_p90_ms", "latency_speedup_b{b}", "latency_speedup_b{b}_lo",
+           "latency_speedup_b{b}_hi"]
+# ... then once per row.
+DEPLOYMENT = ["first_embedding_s", "mem_mb"]
 EXTRA = ["arch", "type", "speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
          "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "top10_overlap", "compile_s", "quantize_s",
-         "calibration_images", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes"]
+         "calibration_images", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes",
+         "batch_size", "load_s", "cuda_mem_mb", "within_budget", "pareto"]
+SPEEDUPS = ("speedup", "speedup_lo", "speedup_hi")
+
+
+def latency_batches(table: pd.DataFrame) -> list[int]:
+    """The latency batch sizes a table has columns for, smallest first."""
+    return sorted(int(c[len("latency_b"):-len("_ms")]) for c in table.columns
+                  if c.startswith("latency_b") and c.endswith("_ms") and "_p90" not in c)
+
+
+def columns(batches, shapes) -> list[str]:
+    """The table's columns, in order, for latency ``batches`` and the compiled ``shapes``."""
+    latency = [name.format(b=b) for b in batches for name in LATENCY]
+    return COLUMNS + latency + DEPLOYMENT + EXTRA + [f"compile_b{b}_s" for b in shapes]
+
+
+def deployment(timing: dict, reference: bool) -> dict:
+    """A row's latency, cold-start and memory figures, and its compile time for each shape."""
+    row = {"first_embedding_s": timing.get("first_embedding_s"), "load_s": timing.get("load_s"),
+           "mem_mb": timing.get("mem_mb"), "cuda_mem_mb": timing.get("cuda_mem_mb"),
+           f"compile_b{timing['batch_size']}_s": timing["compile_s"]}
+    for b, calls in timing["latency"].items():
+        row.update({f"latency_b{b}_ms": calls["median_ms"], f"latency_b{b}_p90_ms": calls["p90_ms"]})
+        # The throughput batch may be a latency batch too: its shape compiled at the first of them.
+        row[f"compile_b{b}_s"] = max(calls["compile_s"], row.get(f"compile_b{b}_s", 0.0))
+        for key in SPEEDUPS:
+            row[f"latency_{key.replace('speedup', f'speedup_b{b}')}"] = 1.0 if reference else calls[key]
+    # Every shape's compilation, paid once before any timing; the throughput and a latency
+    # batch may be one shape.
+    row["compile_s"] = sum(v for k, v in row.items() if k.startswith("compile_b"))
+    return row
 
 
 def check_provenance(record: dict, path, key: str, expected: str) -> None:
@@ -34,13 +70,19 @@ def check_provenance(record: dict, path, key: str, expected: str) -> None:
                              f"its row would be mislabelled (rerun that job, e.g. with --forcerun)")
 
 
-def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weights: str) -> pd.DataFrame:
-    records, per_query = [], {}
+def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weights: str,
+         select: dict | None = None) -> pd.DataFrame:
+    """The table: one row per job, with the ``select`` budget (``min_cos``, ``max_mAP_drop``)
+    marked in ``within_budget`` and the latency/accuracy Pareto front in ``pareto``."""
+    records, per_query, batches = [], {}, set()
     for (variant, device), q_path, t_path, m_path in zip(jobs, quantize_paths, timing_paths, metrics_paths):
         q, t, m = read_json(q_path), read_json(t_path), read_json(m_path)
         check_provenance(q, q_path, "weights", weights)
         check_provenance(q, q_path, "dataset", dataset)
         check_provenance(t, t_path, "dataset", dataset)
+        if "latency" not in t:
+            raise ReidQuantError(f"{t_path}: no latency timings (written by an older reidquant); rerun that job")
+        batches.add(tuple(sorted(map(int, t["latency"]))))
         per_query[(variant, device)] = ({k: np.asarray(v, dtype=np.float64) for k, v in m["per_query"].items()},
                                         m_path)
         reference = variant == REFERENCE
@@ -48,16 +90,20 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
             "dataset": dataset, "weights": weights, "variant": variant, "device": device,
             "arch": q["arch"], "type": q["type"], "precision": t["precision"], "runtime": t["runtime"], "size_mb": q["size_bytes"] / 1e6, "size_bytes": q["size_bytes"],
             "model_img_per_s": t["model_img_per_s"], "extract_img_per_s": t["extract_img_per_s"],
-            **{k: 1.0 if reference else t[k] for k in ("speedup", "speedup_lo", "speedup_hi")},
+            "batch_size": t["batch_size"],
+            **{k: 1.0 if reference else t[k] for k in SPEEDUPS},
             **{k: m.get(k) for k in ("rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP", "cos_mean",
                                      "cos_min", "top1_agreement", "top10_overlap", "num_query",
                                      "num_valid_query")},
             "device_name": t["device_name"], "threads": t["threads"], "torch": t["torch"],
-            "compile_s": t.get("compile_s"), "quantize_s": q.get("quantize_s"),
+            **deployment(t, reference), "quantize_s": q.get("quantize_s"),
             "calibration_images": q.get("calibration_images"), "num_images": t.get("num_images"),
             "height": q.get("height"), "width": q.get("width"),
         })
     table = pd.DataFrame.from_records(records)
+    if len(batches) > 1:
+        raise ReidQuantError(f"the timings were measured at different latency batch sizes ({sorted(batches)}); "
+                             f"rerun the extraction jobs with one benchmark.latency_batches")
     fp32 = table[table["variant"] == REFERENCE].set_index("device")
     base = fp32.reindex(table["device"])
     table["size_ratio"] = table["size_bytes"].to_numpy() / base["size_bytes"].to_numpy()
@@ -75,7 +121,29 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
                 np.array(bootstrap_interval(values[key] - reference[key])) * 100
     fp32_rows = table["variant"] == REFERENCE
     table.loc[fp32_rows, ["cos_mean", "cos_min", "top1_agreement", "top10_overlap"]] = 1.0
-    return table[COLUMNS + EXTRA]
+    table["within_budget"] = within_budget(table, **(select or {}))
+    table["pareto"] = pareto_front(table)
+    shapes = sorted(int(c[len("compile_b"):-2]) for c in table.columns if c.startswith("compile_b"))
+    return table[columns(sorted(next(iter(batches))), shapes)]
+
+
+def within_budget(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> pd.Series:
+    """Rows whose worst cosine to fp32 is at least ``min_cos`` and whose mAP is at most
+    ``max_mAP_drop`` points below fp32's (judged on the point estimate ``mAP_delta``)."""
+    return (table["cos_min"] >= min_cos) & (table["mAP_delta"] >= -max_mAP_drop)
+
+
+def pareto_front(table: pd.DataFrame) -> pd.Series:
+    """Rows that no other row on their device beats on both smallest-batch latency speedup and
+    ``mAP_delta`` (at least as good on both, better on one)."""
+    speed = f"latency_speedup_b{latency_batches(table)[0]}"
+    front = pd.Series(True, index=table.index)
+    for i, row in table.iterrows():
+        rivals = table[(table["device"] == row["device"]) & (table.index != i)]
+        dominated = ((rivals[speed] >= row[speed]) & (rivals["mAP_delta"] >= row["mAP_delta"])
+                     & ((rivals[speed] > row[speed]) | (rivals["mAP_delta"] > row["mAP_delta"])))
+        front[i] = not dominated.any()
+    return front
 
 
 def _interval(value, low, high, digits: int) -> str:
@@ -129,22 +197,91 @@ def markdown(table: pd.DataFrame, skipped=()) -> str:
     return note + header + "\n".join(lines) + "\n" + legend
 
 
+def _budget_miss(row, min_cos: float, max_mAP_drop: float) -> str:
+    misses = []
+    if row["cos_min"] < min_cos:
+        misses.append(f"cos_min {row['cos_min']:.4f}")
+    if row["mAP_delta"] < -max_mAP_drop:
+        misses.append(f"mAP {row['mAP_delta']:+.2f}")
+    return "no: " + ", ".join(misses) if misses else "yes"
+
+
+def _named(row, what: str) -> str:
+    return f"**{row['variant']}** ({row['precision']}, {row['runtime']}): {what}"
+
+
+def what_to_ship(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> str:
+    """Per device, among the rows within the fidelity budget: the fastest at the smallest
+    latency batch, the fastest at the throughput batch, the smallest; then every row's
+    deployment figures, the Pareto front of latency against mAP_delta marked."""
+    batches = latency_batches(table)
+    b = batches[0]
+    lines = [f"## What to ship\n\nBudget: worst cosine to fp32 `cos_min` >= {min_cos} and mAP at most "
+             f"{max_mAP_drop} points below fp32's (`mAP_delta` >= {-max_mAP_drop:g}, its point estimate; the "
+             f"paired interval is beside it). Speedups are timed side by side with fp32 in each row's own job.\n"]
+    for device, rows_ in table.groupby("device", sort=False):
+        lines.append(f"### {device}\n")
+        budget = rows_[rows_["within_budget"]]
+        if budget.empty:
+            lines.append("No row is within the budget.\n")
+        else:
+            fastest = budget.loc[budget[f"latency_speedup_b{b}"].idxmax()]
+            throughput = budget.loc[budget["speedup"].idxmax()]
+            smallest = budget.loc[budget["size_bytes"].idxmin()]
+            lines.append("\n".join([
+                f"- Fastest at batch {b}: " + _named(fastest, (
+                    f"{fastest[f'latency_b{b}_ms']:.1f} ms per call (p90 {fastest[f'latency_b{b}_p90_ms']:.1f}), "
+                    f"{fastest[f'latency_speedup_b{b}']:.2f}x fp32 [{fastest[f'latency_speedup_b{b}_lo']:.2f}, "
+                    f"{fastest[f'latency_speedup_b{b}_hi']:.2f}], cos_min {fastest['cos_min']:.4f}, mAP_delta "
+                    f"{_delta(fastest['mAP_delta'], fastest['mAP_delta_lo'], fastest['mAP_delta_hi'])}")),
+                f"- Fastest at batch {throughput['batch_size']} (throughput): " + _named(throughput, (
+                    f"{throughput['model_img_per_s']:.1f} images/s, {throughput['speedup']:.2f}x fp32 "
+                    f"[{throughput['speedup_lo']:.2f}, {throughput['speedup_hi']:.2f}], cos_min "
+                    f"{throughput['cos_min']:.4f}, mAP_delta "
+                    f"{_delta(throughput['mAP_delta'], throughput['mAP_delta_lo'], throughput['mAP_delta_hi'])}")),
+                "- Smallest: " + _named(smallest, (
+                    f"{smallest['size_mb']:.1f} MB ({smallest['size_ratio']:.2f}x fp32), cos_min "
+                    f"{smallest['cos_min']:.4f}, mAP_delta "
+                    f"{_delta(smallest['mAP_delta'], smallest['mAP_delta_lo'], smallest['mAP_delta_hi'])}")),
+            ]) + "\n")
+        shown = ["variant"] + [f"latency_b{x}_ms" for x in batches] + [f"latency_speedup_b{b}"] + \
+            ["first_embedding_s", "mem_mb", "cos_min", "mAP_delta", "within budget", "Pareto"]
+        lines.append("| " + " | ".join(shown) + " |\n|" + "---|" * len(shown))
+        for _, row in rows_.sort_values(f"latency_b{b}_ms").iterrows():
+            cells = [row["variant"]]
+            cells += [f"{row[f'latency_b{x}_ms']:.1f} (p90 {row[f'latency_b{x}_p90_ms']:.1f})" for x in batches]
+            cells.append(_interval(row[f"latency_speedup_b{b}"], row[f"latency_speedup_b{b}_lo"],
+                                   row[f"latency_speedup_b{b}_hi"], 2))
+            cells += [f"{row['first_embedding_s']:.1f}", "" if pd.isna(row["mem_mb"]) else f"{row['mem_mb']:.0f}",
+                      f"{row['cos_min']:.4f}", _delta(row["mAP_delta"], row["mAP_delta_lo"], row["mAP_delta_hi"]),
+                      _budget_miss(row, min_cos, max_mAP_drop), "front" if row["pareto"] else ""]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append(f"latency_bN_ms: median milliseconds per call at batch N (p90 beside it), the runtime set up "
+                 f"for latency; first_embedding_s: from loading the artifact to the first embedding of one "
+                 f"image (load, compile, first call); mem_mb: resident memory the loaded variant adds. Pareto "
+                 f"front: no other row on the device is both faster at batch {b} and more accurate "
+                 f"(mAP_delta).\n")
+    return "\n".join(lines)
+
+
 def summarize(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weights: str,
-              csv_path: Path, md_path: Path, skipped=()) -> pd.DataFrame:
-    table = rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset, weights)
+              csv_path: Path, md_path: Path, skipped=(), select: dict | None = None) -> pd.DataFrame:
+    table = rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset, weights, select)
     write_text(Path(csv_path), table.to_csv(index=False, float_format="%.6g"))
-    text = markdown(table, skipped)
+    text = markdown(table, skipped) + "\n" + what_to_ship(table, **(select or {}))
     write_text(Path(md_path), text)
     print(text)
     return table
 
 
-def report(jobs, skipped, quantize, timing, metrics, dataset: str, weights: str, outputs) -> pd.DataFrame:
+def report(jobs, skipped, quantize, timing, metrics, dataset: str, weights: str, outputs,
+           select: dict | None = None) -> pd.DataFrame:
     """The summary table (csv and markdown) and its plots, at the paths in ``outputs``
-    (``csv``, ``markdown``, ``accuracy``, ``size``, ``fidelity``)."""
+    (``csv``, ``markdown``, ``accuracy``, ``size``, ``fidelity``, ``latency``)."""
     from reidquant.plots import plot_summary
 
     table = summarize(jobs, quantize, timing, metrics, dataset, weights, Path(outputs.csv), Path(outputs.markdown),
-                      skipped=skipped)
-    plot_summary(table, outputs)
+                      skipped=skipped, select=select)
+    plot_summary(table, outputs, **(select or {}))
     return table

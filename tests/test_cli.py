@@ -44,12 +44,21 @@ def test_bad_spec(tmp_path, spec, message):
     assert_one_line_error(result, message)
 
 
+def one_gallery_image(folder):
+    """A prepared folder with one gallery image to time on: what the test gets wrong is the artifact."""
+    from PIL import Image
+
+    (folder / "gallery" / "0001").mkdir(parents=True)
+    Image.new("RGB", (32, 64)).save(folder / "gallery" / "0001" / "0001_c1s1_000001_00.jpg")
+
+
 @pytest.mark.parametrize("spec, message", [
     ('{"type": "eager_int8"}', "holds a fp32 variant, but the spec says type eager_int8"),
     ('{"type": "pt2e_int8"}', "holds model.pt but no model.pt2, the artifact of type pt2e_int8"),
     ('{"type": "openvino", "precision": "int8"}', "holds model.pt but no model.xml, the artifact of type openvino"),
 ])
 def test_artifact_of_another_type(fp32_artifact, tmp_path, spec, message):
+    one_gallery_image(tmp_path)
     result = run_cli("extract", "--artifact", fp32_artifact, "--spec", spec, "--data", tmp_path,
                      "--out", tmp_path / "f.mat", "--timing", tmp_path / "t.json", "--height", 64, "--width", 32)
     assert_one_line_error(result, message)
@@ -136,6 +145,7 @@ def test_crafted_pickles_are_refused_and_nothing_runs(fp32_artifact, tmp_path):
     import torch
 
     marker = tmp_path / "code-ran"
+    one_gallery_image(tmp_path)
     artifact = tmp_path / "artifact"
     artifact.mkdir()
     torch.save({"type": "fp32", "opts": {}, "state_dict": {}, "payload": RunsCode(marker)}, artifact / "model.pt")

@@ -8,7 +8,7 @@ import reidquant.features as features
 from reidquant.features import Runner, model_throughput
 from reidquant.jsonio import write_json
 from reidquant.stats import bootstrap_interval
-from reidquant.summary import COLUMNS, EXTRA, markdown, rows
+from reidquant.summary import COLUMNS, EXTRA, columns, markdown, rows, what_to_ship
 
 
 def test_bootstrap_interval_is_seeded_and_covers_the_mean(rng):
@@ -45,19 +45,27 @@ def test_reference_is_timed_in_alternating_rounds(monkeypatch):
     assert "speedup" not in alone
 
 
-def write_job(root, variant, ap, rank1, speedup=None, num_query=None, weights="trained"):
+def write_job(root, variant, ap, rank1, speedup=None, num_query=None, weights="trained", latency_speedup=None,
+              cos_min=0.9, size_bytes=None):
     folder = root / variant
     write_json(folder / "quantize.json", {"type": "fp32" if variant == "fp32" else "pt2e_int8",
-                                          "size_bytes": 1000 if variant == "fp32" else 250, "quantize_s": 1.0,
+                                          "size_bytes": size_bytes or (1000 if variant == "fp32" else 250),
+                                          "quantize_s": 1.0,
                                           "weights": weights, "dataset": "synthetic", "arch": "ft_net"})
     timing = {"precision": variant, "runtime": "torch", "model_img_per_s": 10.0, "extract_img_per_s": 5.0,
-              "device_name": "cpu", "threads": 2, "torch": "x", "dataset": "synthetic"}
+              "device_name": "cpu", "threads": 2, "torch": "x", "dataset": "synthetic", "batch_size": 32,
+              "compile_s": 0.5, "first_embedding_s": 2.0, "load_s": 0.5, "mem_mb": 40.0,
+              "latency": {str(b): {"median_ms": 10.0 * b / (latency_speedup or 1), "p90_ms": 12.0 * b,
+                                   "compile_s": 0.0 if b > 1 else 1.5,
+                                   **({"speedup": latency_speedup, "speedup_lo": latency_speedup - 0.1,
+                                       "speedup_hi": latency_speedup + 0.1} if latency_speedup else {})}
+                          for b in (1, 8)}}
     if speedup:
         timing.update(speedup=speedup, speedup_lo=speedup - 0.5, speedup_hi=speedup + 0.5)
     write_json(folder / "timing.json", timing)
     metrics = {"rank1": float(np.mean(rank1)), "rank5": 1.0, "rank10": 1.0, "mAP": float(np.mean(ap)),
                "mAP_noninterp": 0.5, "mINP": 0.5, "num_query": num_query or len(ap), "num_valid_query": len(ap),
-               "cos_mean": 0.99, "cos_min": 0.9, "top1_agreement": 0.9, "top10_overlap": 0.9,
+               "cos_mean": 0.99, "cos_min": cos_min, "top1_agreement": 0.9, "top10_overlap": 0.9,
                "per_query": {"ap": list(map(float, ap)), "rank1": list(map(int, rank1))}}
     write_json(folder / "metrics.json", metrics)
     return folder
@@ -68,11 +76,12 @@ def test_rows_carry_intervals_and_paired_deltas(tmp_path, rng):
     rank1 = (ap > 0.3).astype(int)
     worse = np.clip(ap - 0.05 + rng.normal(0, 0.005, 300), 0, 1)  # a small, consistent loss
     folders = [write_job(tmp_path, "fp32", ap, rank1, num_query=310),
-               write_job(tmp_path, "int8", worse, rank1, speedup=6.0, num_query=310)]
+               write_job(tmp_path, "int8", worse, rank1, speedup=6.0, num_query=310, latency_speedup=4.0)]
     jobs = [("fp32", "cpu"), ("int8", "cpu")]
     table = rows(jobs, *([f / name for f in folders] for name in ("quantize.json", "timing.json", "metrics.json")),
                  "synthetic", "trained")
-    assert list(table.columns) == COLUMNS + EXTRA
+    assert list(table.columns) == columns([1, 8], [1, 8, 32])
+    assert list(table.columns)[:len(COLUMNS)] == COLUMNS and set(EXTRA) < set(table.columns)
     fp32, int8 = table.iloc[0], table.iloc[1]
     assert (fp32["speedup"], fp32["speedup_lo"], fp32["size_ratio"]) == (1.0, 1.0, 1.0)
     assert (int8["speedup"], int8["speedup_lo"], int8["speedup_hi"], int8["size_ratio"]) == (6.0, 5.5, 6.5, 0.25)
@@ -95,7 +104,7 @@ def test_rows_of_different_images_are_refused(tmp_path, rng):
     from reidquant.errors import ReidQuantError
 
     folders = [write_job(tmp_path, "fp32", rng.random(30), np.ones(30)),
-               write_job(tmp_path, "int8", rng.random(29), np.ones(29), speedup=2.0)]
+               write_job(tmp_path, "int8", rng.random(29), np.ones(29), speedup=2.0, latency_speedup=2.0)]
     with pytest.raises(ReidQuantError, match="29 valid queries but .* has 30"):
         rows([("fp32", "cpu"), ("int8", "cpu")],
              *([f / name for f in folders] for name in ("quantize.json", "timing.json", "metrics.json")),
@@ -106,7 +115,8 @@ def test_a_row_made_from_other_weights_is_refused(tmp_path, rng):
     from reidquant.errors import ReidQuantError
 
     folders = [write_job(tmp_path, "fp32", rng.random(30), np.ones(30)),
-               write_job(tmp_path, "int8", rng.random(30), np.ones(30), speedup=2.0, weights="model/old")]
+               write_job(tmp_path, "int8", rng.random(30), np.ones(30), speedup=2.0, weights="model/old",
+                         latency_speedup=2.0)]
     paths = [[f / name for f in folders] for name in ("quantize.json", "timing.json", "metrics.json")]
     with pytest.raises(ReidQuantError, match=r"int8/quantize.json: made from weights 'model/old', but this "
                                              r"run's weights is 'trained'"):
@@ -114,3 +124,86 @@ def test_a_row_made_from_other_weights_is_refused(tmp_path, rng):
     with pytest.raises(ReidQuantError, match=r"fp32/quantize.json: made from dataset 'synthetic', but this "
                                              r"run's dataset is 'market1501'"):
         rows([("fp32", "cpu"), ("int8", "cpu")], *paths, "market1501", "trained")
+
+
+def test_latency_is_timed_per_call_side_by_side_with_its_compile_apart(monkeypatch):
+    clock, shapes = [0.0], []
+
+    def runner_taking(per_call, first_extra, name):
+        seen = set()
+
+        def forward(x):
+            shapes.append((name, len(x)))
+            clock[0] += per_call * len(x) ** 0.5 + (first_extra if len(x) not in seen else 0.0)
+            seen.add(len(x))
+            return x.flatten(1)
+        return Runner(forward)
+
+    monkeypatch.setattr(features.time, "perf_counter", lambda: clock[0])
+    variant, fp32 = runner_taking(0.01, 30.0, "variant"), runner_taking(0.04, 0.0, "fp32")
+    timing = features.latency(variant, torch.zeros(4, 3, 2, 2), warmup=2, rounds=20, reference=fp32)
+    assert timing["compile_s"] == pytest.approx(30.0) and timing["first_call_s"] == pytest.approx(30.02)
+    assert len(timing["call_s"]) == len(timing["reference_call_s"]) == 20
+    assert timing["median_ms"] == pytest.approx(20.0) and timing["p90_ms"] >= timing["median_ms"]
+    assert timing["speedup"] == pytest.approx(4.0) and timing["speedup_lo"] <= 4.0 <= timing["speedup_hi"]
+    # The cold start already paid this shape's compile: its first call's time is reported instead.
+    again = features.latency(variant, torch.zeros(4, 3, 2, 2), warmup=1, rounds=3, first_call_s=12.0)
+    assert again["compile_s"] == pytest.approx(12.0 - 0.02) and "speedup" not in again
+
+
+def test_latency_uses_the_runners_latency_set_up():
+    calls = []
+    runner = Runner(lambda x: calls.append("throughput") or x.flatten(1),
+                    latency_forward=lambda x: calls.append("latency") or x.flatten(1),
+                    config={"hint": "THROUGHPUT"}, latency_config={"hint": "LATENCY"})
+    features.latency(runner, torch.zeros(1, 3, 2, 2), warmup=1, rounds=2)
+    assert set(calls) == {"latency"}
+    assert runner.for_latency().describe()["hint"] == "LATENCY" and runner.describe()["hint"] == "THROUGHPUT"
+    plain = Runner(lambda x: x)
+    assert plain.for_latency() is plain
+
+
+def budget_table(tmp_path, rng):
+    """fp32, a fast int8 that loses too much mAP, a slower faithful int8, a small unfaithful one."""
+    ap = rng.random(200)
+    rank1 = (ap > 0.3).astype(int)
+    specs = {"fp32": (ap, None, None, 1.0, 1000),
+             "fast": (np.clip(ap - 0.03, 0, 1), 9.0, 5.0, 0.999, 250),
+             "faithful": (np.clip(ap - 0.002, 0, 1), 7.0, 3.0, 0.998, 260),
+             "tiny": (np.clip(ap - 0.005, 0, 1), 2.0, 1.5, 0.99, 100)}
+    folders = [write_job(tmp_path, name, values, rank1, speedup=speedup, latency_speedup=lat, cos_min=cos,
+                         size_bytes=size) for name, (values, speedup, lat, cos, size) in specs.items()]
+    jobs = [(name, "cpu") for name in specs]
+    paths = [[f / name for f in folders] for name in ("quantize.json", "timing.json", "metrics.json")]
+    return rows(jobs, *paths, "synthetic", "trained", {"min_cos": 0.995, "max_mAP_drop": 1.0})
+
+
+def test_what_to_ship_names_the_fastest_and_smallest_within_the_budget(tmp_path, rng):
+    table = budget_table(tmp_path, rng).set_index("variant")
+    assert table["within_budget"].to_dict() == {"fp32": True, "fast": False, "faithful": True, "tiny": False}
+    # fast beats everything on latency, faithful beats fp32 and tiny; fp32 is the most accurate
+    assert table["pareto"].to_dict() == {"fp32": True, "fast": True, "faithful": True, "tiny": False}
+    assert table.loc["faithful", "latency_speedup_b1"] == 3.0 and table.loc["fp32", "latency_speedup_b8"] == 1.0
+    assert table.loc["faithful", "compile_s"] == pytest.approx(0.5 + 1.5)
+    text = what_to_ship(table.reset_index(), min_cos=0.995, max_mAP_drop=1.0)
+    assert text.startswith("## What to ship") and "### cpu" in text
+    assert "- Fastest at batch 1: **faithful**" in text
+    assert "- Fastest at batch 32 (throughput): **faithful**" in text
+    assert "- Smallest: **faithful**" in text  # tiny is smaller but outside the budget
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "no: mAP -2.9" in lines["fast"] and lines["fast"].endswith("| front |")
+    assert "no: cos_min 0.9900" in lines["tiny"] and lines["tiny"].endswith("|  |")
+    strict = what_to_ship(table.reset_index().assign(within_budget=False))
+    assert "No row is within the budget." in strict
+
+
+def test_latency_plot_is_drawn(tmp_path, rng):
+    from types import SimpleNamespace
+
+    from reidquant.plots import plot_summary
+
+    table = budget_table(tmp_path, rng)
+    outputs = SimpleNamespace(**{k: tmp_path / "plots" / f"{k}.png"
+                                 for k in ("accuracy", "size", "fidelity", "latency")})
+    plot_summary(table, outputs)
+    assert (tmp_path / "plots" / "latency.png").stat().st_size > 10_000

@@ -104,7 +104,7 @@ def test_cuda_request_without_cuda_is_refused(workspace, tmp_path):
     from reidquant.errors import ReidQuantError
     with pytest.raises(ReidQuantError, match="no CUDA device"):
         settings = ExtractSettings(height=H, width=W, batch_size=4, workers=0, ms=(1,), warmup=1, repeats=1,
-                                   threads=None)
+                                   latency_batches=(1,), latency_rounds=1, threads=None)
         extract_features("fp32", workspace / "fp32", SPECS["fp32"], "cuda", workspace / "pytorch",
                          tmp_path / "f.mat", tmp_path / "t.json", settings)
     assert not (tmp_path / "f.mat").exists()

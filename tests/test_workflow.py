@@ -40,8 +40,30 @@ def test_summary_has_contract_columns_and_rows(finished):
     if ("bf16", "cpu") not in rows:
         assert "- bf16 / cpu: this CPU has no AVX512-BF16 or AMX" in text
     assert "EMBEDDED SYNTHETIC" not in result.stderr  # source: synthetic was asked for explicitly
-    for plot in ("accuracy_vs_speed", "size", "fidelity"):
+    for plot in ("accuracy_vs_speed", "size", "fidelity", "latency_vs_accuracy"):
         assert (project / "results" / "plots" / f"{plot}.png").stat().st_size > 1000
+
+
+def test_every_row_has_its_deployment_profile(finished):
+    project, _ = finished
+    rows = read_summary(project)
+    for row in rows:
+        for b in (1, 4):
+            low, median, high = (float(row[f"latency_speedup_b{b}{end}"]) for end in ("_lo", "", "_hi"))
+            assert low <= median <= high, row["variant"]
+            assert float(row[f"latency_b{b}_p90_ms"]) >= float(row[f"latency_b{b}_ms"]) > 0
+            assert float(row[f"compile_b{b}_s"]) >= 0
+        assert float(row["first_embedding_s"]) > float(row["load_s"]) > 0
+        assert row["mem_mb"] != "" and row["within_budget"] in ("True", "False")
+    fp32 = next(row for row in rows if row["variant"] == "fp32")
+    assert float(fp32["latency_speedup_b1"]) == float(fp32["latency_speedup_b4_hi"]) == 1.0
+    assert fp32["within_budget"] == "True"
+    timing = json.loads((project / "results" / "ov_int8" / "cpu" / "timing.json").read_text())
+    assert len(timing["latency"]["1"]["round_speedups"]) == TINY["benchmark"]["latency_rounds"]
+    assert timing["latency_runtime_config"]["PERFORMANCE_HINT"] == "LATENCY"
+    assert set(timing["phase_s"]) == {"cold_start", "throughput", "latency", "extraction"}
+    text = (project / "results" / "summary.md").read_text()
+    assert "## What to ship" in text and "- Fastest at batch 1: **" in text and "- Smallest: **" in text
 
 
 def test_nothing_to_do_after_a_complete_run(finished):
@@ -67,6 +89,15 @@ def test_nothing_to_do_after_a_complete_run(finished):
     (lambda c: c["variants"].update({"summary.csv": {"type": "fp32"}}),
      "variants.summary.csv: the name collides with the workflow's own results/summary.csv"),
     (lambda c: c["variants"].update(plots={"type": "fp32"}), "variants.plots: the name collides"),
+    (lambda c: c["benchmark"].update(latency_batches=[]), "benchmark.latency_batches: [] should be non-empty"),
+    (lambda c: c["benchmark"].update(latency_batches=[1, 0]),
+     "benchmark.latency_batches.1: 0 is less than the minimum of 1"),
+    (lambda c: c["benchmark"].update(latency_batches=[-4]),
+     "benchmark.latency_batches.0: -4 is less than the minimum of 1"),
+    (lambda c: c.update(select={"min_cos": "high"}), "select.min_cos: 'high' is not of type 'number'"),
+    (lambda c: c.update(select={"max_mAP_drop": [1]}), "select.max_mAP_drop: [1] is not of type 'number'"),
+    (lambda c: c.update(select={"max_mAP_drop": -1}), "select.max_mAP_drop: -1 is less than the minimum of 0"),
+    (lambda c: c.update(select={"min_drop": 1}), "select: Additional properties are not allowed ('min_drop'"),
 ])
 def test_bad_config_names_the_field(tmp_path, edit, message):
     config = yaml.safe_load(yaml.safe_dump(TINY))

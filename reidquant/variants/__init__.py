@@ -92,8 +92,8 @@ def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibra
     return {"variant": name, "type": kind.NAME, "size_bytes": size, "quantize_s": time.perf_counter() - start}
 
 
-def load_runner(folder: Path, spec: dict, device: str, name: str = "variant"):
-    """A variant's artifact, loaded (and compiled, where its runtime compiles) for ``device``."""
+def artifact_path(folder: Path, spec: dict) -> Path:
+    """The file ``load`` reads in a variant's model folder; one line if it is not there."""
     kind = variant_type(spec)
     folder = Path(folder)
     path = folder / kind.ARTIFACT
@@ -103,4 +103,9 @@ def load_runner(folder: Path, spec: dict, device: str, name: str = "variant"):
             raise ReidQuantError(f"{folder}: holds {', '.join(present)} but no {kind.ARTIFACT}, the artifact of "
                                  f"type {kind.NAME} (was it built as another type?)")
         raise ReidQuantError(f"{folder}: variant artifact not found (build it with quantize)")
-    return kind.load(path, spec, device, name)
+    return path
+
+
+def load_runner(folder: Path, spec: dict, device: str, name: str = "variant"):
+    """A variant's artifact, loaded (and compiled, where its runtime compiles) for ``device``."""
+    return variant_type(spec).load(artifact_path(folder, spec), spec, device, name)

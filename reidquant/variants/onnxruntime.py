@@ -104,4 +104,7 @@ def load(path, spec, device, name):
     def forward(batch: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {INPUT: batch.numpy()})[0])
 
-    return Runner(forward)
+    config = {"runtime": "onnxruntime", "intra_op_num_threads": options.intra_op_num_threads,
+              "inter_op_num_threads": options.inter_op_num_threads,
+              "graph_optimization_level": spec["graph_optimization"], "providers": session.get_providers()}
+    return Runner(forward, config=config)

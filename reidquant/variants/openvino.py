@@ -105,28 +105,35 @@ def load(path, spec, device, name):
     from reidquant.variants import stage
 
     core = ov.Core()
-    config = {
-        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-        "PERFORMANCE_HINT": spec["performance_hint"].upper(),
-        "INFERENCE_PRECISION_HINT": _inference_precision(spec),
-    }
     with stage(name, f"reading the OpenVINO IR {path} (weights {Path(path).with_suffix('.bin')})"):
         model = core.read_model(path)
-    compiled = {}
-    # Latency: one request runs the whole batch, compiled for its exact shape. Throughput: the
-    # batch is split over parallel requests, so the batch axis stays dynamic.
-    latency = spec["performance_hint"] == "latency"
 
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        shape = (len(batch) if latency else -1, *batch.shape[1:])
-        if shape not in compiled:
-            with stage(name, f"OpenVINO compilation of {path} for shape {list(shape)}"):
-                shaped = model.clone()
-                shaped.reshape(list(shape))
-                compiled[shape] = _Compiled(core.compile_model(shaped, "CPU", config))
-        return compiled[shape](batch.numpy())
+    def configured(hint: str) -> tuple:
+        """A forward with OpenVINO's ``hint``, and that set-up. Latency: one request runs the
+        whole batch, compiled for its exact shape (once per shape, at its first call).
+        Throughput: the batch split over parallel requests, so the batch axis stays dynamic."""
+        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": hint.upper(),
+                  "INFERENCE_PRECISION_HINT": _inference_precision(spec)}
+        compiled = {}
 
-    return Runner(forward)
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            shape = (len(batch) if hint == "latency" else -1, *batch.shape[1:])
+            if shape not in compiled:
+                with stage(name, f"OpenVINO compilation of {path} for shape {list(shape)}"):
+                    shaped = model.clone()
+                    shaped.reshape(list(shape))
+                    compiled[shape] = _Compiled(core.compile_model(shaped, "CPU", config))
+            return compiled[shape](batch.numpy())
+
+        return forward, {"runtime": "openvino", **config,
+                         "compiled_for": "each batch size" if hint == "latency" else "a dynamic batch"}
+
+    forward, config = configured(spec["performance_hint"])
+    # Small batches, one call at a time, are what the LATENCY hint is for: a deployer embedding
+    # the crops of one frame sets it, whatever the variant uses for throughput.
+    latency_forward, latency_config = (forward, config) if spec["performance_hint"] == "latency" \
+        else configured("latency")
+    return Runner(forward, config=config, latency_forward=latency_forward, latency_config=latency_config)
 
 
 class _Compiled:

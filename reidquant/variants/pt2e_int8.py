@@ -167,8 +167,11 @@ def load(path, spec, device, name):
     # int8-mixed-bf16: what is not quantized (the pre-activation BatchNorms, pooling) runs in
     # bfloat16 between the int8 kernels, halving their memory traffic.
     autocast = torch.bfloat16 if _mixed_bf16(spec) else None
-    forward = compiled(module, inductor_options()) if spec["compile"] else module
-    return Runner(forward, channels_last=True, autocast=autocast)
+    options = inductor_options()
+    forward = compiled(module, options) if spec["compile"] else module
+    config = {"runtime": "torch+inductor", "compiled_for": "each batch size", "inductor": options} \
+        if spec["compile"] else {"runtime": "torch", "compile": False}
+    return Runner(forward, channels_last=True, autocast=autocast, config=config)
 
 
 def inductor_options() -> dict:
@@ -181,17 +184,23 @@ def inductor_options() -> dict:
     return {"freezing": True, "compile_threads": torch.get_num_threads()}
 
 
-def compiled(module, options: dict):
+def compiled(module, options: dict, dynamic: bool | None = False):
     """``torch.compile(module)`` run with Inductor ``options`` set around each of its calls
     only (compilation happens at a call), so no other model in the process inherits them.
 
     Not ``torch.compile(options=...)``: freezing is also read while the graph is captured,
     before those options apply, and without it the int8 weight prepacking fails to compile.
+
+    Compiled for each batch size it is called with (``dynamic=False``), as a deployer
+    compiles for the shapes they serve. The graph with a symbolic batch that torch.compile
+    makes by itself once a second shape arrives (``dynamic=None``, its default) saves one
+    compile of three but runs slower at every call (a third slower at batch 8), and batch 1
+    is compiled apart either way (``docs/benchmarks/batch_shapes.md``).
     """
     import torch
     from torch._inductor import config as inductor_config
 
-    compiled_module = torch.compile(module)
+    compiled_module = torch.compile(module, dynamic=dynamic)
 
     def forward(x):
         with inductor_config.patch(options):

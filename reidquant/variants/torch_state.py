@@ -47,7 +47,7 @@ def finish(model, device: str, channels_last: bool, compile_: bool, dtype=torch.
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return Runner(torch.compile(model) if compile_ else model, device=device, dtype=dtype,
-                  channels_last=channels_last)
+                  channels_last=channels_last, config={"runtime": "torch", "compile": compile_})
 
 
 def progress(batches, desc: str):

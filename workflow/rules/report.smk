@@ -30,6 +30,11 @@ rule summary:
             caption="../report/fidelity.rst",
             category="Plots",
         ),
+        latency=report(
+            "results/plots/latency_vs_accuracy.png",
+            caption="../report/latency_vs_accuracy.rst",
+            category="Plots",
+        ),
     log:
         "results/logs/summary.log",
     conda:
@@ -39,5 +44,6 @@ rule summary:
         skipped=SKIPPED,
         dataset=DATASET.name,
         weights=WEIGHTS.label,
+        select=config["select"],
     script:
         "../scripts/summary.py"

@@ -11,5 +11,5 @@ run_rule(
     snakemake.log[0], report,
     jobs=[tuple(job) for job in p.jobs], skipped=[tuple(row) for row in p.skipped],
     quantize=snakemake.input.quantize, timing=snakemake.input.timing, metrics=snakemake.input.metrics,
-    dataset=p.dataset, weights=p.weights, outputs=snakemake.output,
+    dataset=p.dataset, weights=p.weights, outputs=snakemake.output, select=p.select,
 )
