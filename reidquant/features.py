@@ -182,9 +182,8 @@ def latency(runner: Runner, batch: torch.Tensor, warmup: int, rounds: int, refer
     if first_call_s is not None:
         calls["first_call_s"] = first_call_s
         calls["compile_s"] = max(0.0, first_call_s - float(np.median(times_ms)) / 1000)
-    summary = {"batch_size": len(batch), "median_ms": float(np.median(times_ms)),
-               "p90_ms": float(np.percentile(times_ms, 90)), **calls}
-    return summary
+    return {"batch_size": len(batch), "median_ms": float(np.median(times_ms)),
+            "p90_ms": float(np.percentile(times_ms, 90)), **calls}
 
 
 def extract_dataset(runner: Runner, root: Path, height: int, width: int, batch_size: int, workers: int,

@@ -6,6 +6,7 @@ the whole process and no figure outlives its function.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -83,16 +84,21 @@ def fidelity(table: pd.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def _spread_labels(ys: list[float], gap: float) -> list[float]:
-    """Label heights near ``ys``, at least ``gap`` apart (in the order of ``ys``' values)."""
-    order = sorted(range(len(ys)), key=lambda i: ys[i])
-    placed = [0.0] * len(ys)
-    last = None
-    for i in order:
-        placed[i] = ys[i] if last is None else max(ys[i], last + gap)
-        last = placed[i]
-    shift = (sum(placed) - sum(ys)) / max(1, len(ys))  # centre the spread labels on the points
-    return [y - shift for y in placed]
+def _free_spots(points: list[tuple[float, float]], widths: list[float], height: float) -> list[float]:
+    """Heights for labels that start at ``points`` (in axes fractions, 0-1), each ``widths[i]``
+    wide and ``height`` high: the nearest to its point's height where it overlaps no label
+    placed before it (points are taken left to right)."""
+    placed, heights = [], [0.0] * len(points)
+    for i in sorted(range(len(points)), key=lambda k: points[k]):
+        x, y = points[i]
+        for step in range(40):
+            candidate = y + height * ((step + 1) // 2) * (1 if step % 2 else -1)
+            if all(abs(candidate - py) >= height or x + widths[i] <= px or px + pw <= x
+                   for px, py, pw in placed):
+                break
+        heights[i] = candidate
+        placed.append((x, candidate, widths[i]))
+    return heights
 
 
 def latency_vs_accuracy(table: pd.DataFrame, path: Path, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> None:
@@ -115,29 +121,38 @@ def latency_vs_accuracy(table: pd.DataFrame, path: Path, min_cos: float = 0.995,
                     mfc="tab:blue" if inside else "white", markersize=7, capsize=3, lw=1)
     for device, rows_ in table.groupby("device", sort=False):
         front = rows_[rows_["pareto"]].sort_values(speed)
-        ax.plot(front[speed], front["mAP_delta"], "-", color="grey", lw=1, alpha=0.7, zorder=0,
+        # The front as a staircase: what each speed buys at best, down to the fastest row.
+        ax.step(front[speed], front["mAP_delta"], where="post", color="grey", lw=1, alpha=0.7, zorder=0)
+        ax.plot(front[speed], front["mAP_delta"], "o", ms=14, mfc="none", mec="black", mew=1.2,
                 label="Pareto front" + (f" ({device})" if several else ""))
-    # Names to the right of their points, nudged apart vertically so none overlap.
     low, high = table["mAP_delta_lo"].min(), table["mAP_delta_hi"].max()
     span = max(high - low, 2 * max_mAP_drop, 1.0)
-    heights = _spread_labels(table["mAP_delta"].tolist(), gap=span * 0.045)
-    for (_, row), y_label in zip(table.iterrows(), heights):
-        name = row["variant"] + (f" / {row['device']}" if several else "")
-        ax.annotate(name, (row[speed], row["mAP_delta"]), xytext=(row[f"{speed}_hi"] * 1.05, y_label),
+    bottom, top = min(low, -max_mAP_drop) - 0.1 * span, high + 0.1 * span
+    left, right = table[f"{speed}_lo"].min() / 1.15, table[f"{speed}_hi"].max() * 1.8
+    ax.set_xscale("log")
+    ax.set_xlim(left, right)  # room for the names right of the fastest points
+    ax.set_ylim(bottom, top)
+    # Names right of their points' bars, moved up or down where they would overlap another.
+    def fraction_x(x):
+        return (math.log(x) - math.log(left)) / (math.log(right) - math.log(left))
+
+    names = [row["variant"] + (f" / {row['device']}" if several else "") for _, row in table.iterrows()]
+    # Just above the point's horizontal bar, so that no bar strikes through a name.
+    starts = [(fraction_x(row[f"{speed}_hi"] * 1.04), (row["mAP_delta"] - bottom) / (top - bottom) + 0.03)
+              for _, row in table.iterrows()]
+    heights = _free_spots(starts, [0.013 * len(name) + 0.01 for name in names], 0.045)
+    for (_, row), name, (x_label, _), y_label in zip(table.iterrows(), names, starts, heights):
+        ax.annotate(name, (row[speed], row["mAP_delta"]), xytext=(x_label, y_label), textcoords="axes fraction",
                     fontsize=8, va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
-    ax.axhspan(min(low, -max_mAP_drop) - span, -max_mAP_drop, color="tab:red", alpha=0.06, lw=0)
+    ax.axhspan(bottom, -max_mAP_drop, color="tab:red", alpha=0.06, lw=0)
     ax.axhline(-max_mAP_drop, color="tab:red", lw=0.8, ls="--",
                label=f"budget: mAP drop {max_mAP_drop:g} points (hollow red: outside, or cos_min < {min_cos:g})")
     ax.axhline(0.0, color="grey", lw=0.8, ls=":")
-    ax.set_ylim(low - 0.1 * span, high + 0.1 * span)
-    ax.set_xscale("log")
     times = FuncFormatter(lambda value, _: f"{value:g}\u00d7")
     ax.xaxis.set_major_formatter(times)
     ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 5)))
     ax.xaxis.set_minor_formatter(times)
     ax.tick_params(axis="x", which="minor", labelsize=7)
-    left, right = table[f"{speed}_lo"].min(), table[f"{speed}_hi"].max()
-    ax.set_xlim(left / 1.15, right * 1.6)  # room for the names right of the fastest points
     ax.set_xlabel(f"latency speedup over fp32 at batch {b} (per call, timed side by side; log scale)")
     ax.set_ylabel("mAP difference to fp32 (points)")
     ax.set_title("What to ship: latency against accuracy (bars: 10th-90th percentile of rounds; 95% paired "

@@ -52,7 +52,7 @@ def test_fp32_features_match_reference_pipeline(tmp_path, network, stride):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 2.0)
     mat, _ = extract_dataset(Runner(Embedder(net).eval()), tmp_path / "pytorch", 256, 128, batch_size=3,
-                             workers=0, ms=(1,), warmup=1, repeats=1)
+                             workers=0, ms=(1,))
     for part in ("query", "gallery"):
         expected = reference_features(net, list_prepared(tmp_path / "pytorch", part))
         cosine = np.sum(mat[f"{part}_f"] * expected, axis=1)
