@@ -53,8 +53,8 @@ def deployment(timing: dict, reference: bool) -> dict:
         row.update({f"latency_b{b}_ms": calls["median_ms"], f"latency_b{b}_p90_ms": calls["p90_ms"]})
         # The throughput batch may be a latency batch too: its shape compiled at the first of them.
         row[f"compile_b{b}_s"] = max(calls["compile_s"], row.get(f"compile_b{b}_s", 0.0))
-        for key in SPEEDUPS:
-            row[f"latency_{key.replace('speedup', f'speedup_b{b}')}"] = 1.0 if reference else calls[key]
+        for key in SPEEDUPS:  # speedup, speedup_lo, speedup_hi -> latency_speedup_b{b}, ..._lo, ..._hi
+            row[f"latency_speedup_b{b}{key.removeprefix('speedup')}"] = 1.0 if reference else calls[key]
     # Every shape's compilation, paid once before any timing; the throughput and a latency
     # batch may be one shape.
     row["compile_s"] = sum(v for k, v in row.items() if k.startswith("compile_b"))
