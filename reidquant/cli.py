@@ -43,6 +43,11 @@ def at_least(minimum: int):
     return parse
 
 
+def without_lists(record: dict) -> dict:
+    """``record`` without its per-call lists, at any depth: what a person reads of a timing."""
+    return {k: without_lists(v) if isinstance(v, dict) else v for k, v in record.items() if not isinstance(v, list)}
+
+
 def _synth(args) -> None:
     from reidquant.synth import SynthSizes, generate
 
@@ -99,7 +104,7 @@ def _extract(args) -> None:
                               out=Path(args.out), timing_out=Path(args.timing),
                               settings=ExtractSettings.from_config(config), reference_artifact=reference,
                               reference_spec=variant_spec(json.dumps({"type": REFERENCE})))
-    print(json.dumps({k: v for k, v in timing.items() if not isinstance(v, list)}))
+    print(json.dumps(without_lists(timing)))
 
 
 def _fetch(args) -> None:

@@ -104,10 +104,10 @@ def cold_start(artifact: Path, spec: dict, device: str, name: str, image: torch.
     """Load variant ``name`` as a freshly started service would, and embed one image.
 
     Returns the runner and what that cost: ``first_embedding_s`` from the start of loading to
-    the first embedding returned (load, any compilation, the first call), ``load_s`` of it the
-    loading, and ``mem_mb``, the resident memory the loaded variant adds once warmed up at
-    batch 1 (on CUDA also ``cuda_mem_mb``, the peak memory it allocated there). Call it before
-    any other model is loaded into the process.
+    the first embedding returned (load, any compilation, the first call), of it ``load_s`` the
+    loading and ``cold_call_s`` the first call; and ``mem_mb``, the resident memory the loaded
+    variant adds once warmed up at batch 1 (on CUDA also ``cuda_mem_mb``, the peak memory it
+    allocated there). Call it before any other model is loaded into the process.
     """
     before = resident_bytes()
     if device == "cuda":
@@ -124,7 +124,7 @@ def cold_start(artifact: Path, spec: dict, device: str, name: str, image: torch.
             single(image)
         single.synchronize()
     after = resident_bytes()
-    profile = {"first_embedding_s": first - start, "load_s": loaded - start, "first_call_s": first - loaded,
+    profile = {"first_embedding_s": first - start, "load_s": loaded - start, "cold_call_s": first - loaded,
                "mem_mb": None if before is None or after is None else (after - before) / 1e6}
     if device == "cuda":
         profile["cuda_mem_mb"] = torch.cuda.max_memory_allocated() / 1e6
@@ -162,7 +162,7 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
     start = time.perf_counter()
     timing["latency"] = {
         str(b): latency(runner, images[b], s.warmup, s.latency_rounds, reference,
-                        first_call_s=profile["first_call_s"] if b == 1 else None)
+                        first_call_s=profile["cold_call_s"] if b == 1 else None)
         for b in s.latency_batches}
     phases["latency"] = time.perf_counter() - start
     mat, extraction = extract_dataset(runner, Path(data_root), s.height, s.width, s.batch_size, s.workers, s.ms)

@@ -204,3 +204,10 @@ def test_evaluate_small_bad_inputs_name_the_file(tmp_path, rng):
     qf, ql, qc, gf, gl, gc = market_like(rng)
     nobody = write_mat(tmp_path / "n.mat", (qf, ql + 1000, qc, gf, gl, gc))
     assert_one_line_error(run_cli("evaluate", nobody), "n.mat: no query has a true match in the gallery")
+
+
+def test_extract_prints_a_timing_without_per_call_lists():
+    from reidquant.cli import without_lists
+
+    timing = {"speedup": 2.0, "batch_s": [1.0], "latency": {"1": {"median_ms": 3.0, "call_s": [0.003]}}}
+    assert without_lists(timing) == {"speedup": 2.0, "latency": {"1": {"median_ms": 3.0}}}
