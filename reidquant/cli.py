@@ -158,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--spec", required=True, help='JSON variant spec, e.g. {"type": "pt2e_int8"}')
     p.add_argument("--weights", required=True, help="checkpoint folder (net_last.pth + opts.yaml)")
-    p.add_argument("--data", required=True, help="prepared dataset folder (calibration uses train_all/)")
+    p.add_argument("--data", required=True, help="prepared dataset folder (calibration uses train/)")
     p.add_argument("--out", required=True, help="folder for the artifact (model.pt, model.xml + .bin, ...)")
     p.set_defaults(run=_quantize)
 

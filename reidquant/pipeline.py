@@ -52,13 +52,14 @@ class ExtractSettings:
 
 
 def calibration_paths(data_root: Path, count: int) -> list[Path]:
-    """``count`` training images spread evenly over ``train_all`` (identities in sorted order).
+    """``count`` training images spread evenly over ``train`` (identities in sorted order).
 
-    Only ``train_all`` is ever read, so no query or gallery image can reach calibration.
+    Only ``train`` is ever read: no query or gallery image can reach calibration, and neither
+    can ``val``, where what the workflow chooses is judged.
     """
-    train = list_prepared(data_root, "train_all")
+    train = list_prepared(data_root, "train")
     if count > len(train):
-        print(f"warning: calibration asked for {count} images but train_all has {len(train)}; using all of them",
+        print(f"warning: calibration asked for {count} images but train has {len(train)}; using all of them",
               file=sys.stderr)
         return train
     picks = np.linspace(0, len(train) - 1, count).round().astype(int)

@@ -46,8 +46,8 @@ ARCHS = {"ft_net_dense": "", "ft_net": "ft_net"}  # architecture -> its folder i
 def test_calibration_uses_training_images_only(workspace):
     data = workspace / "pytorch"
     picks = calibration_paths(data, 10)
-    train = set(list_prepared(data, "train_all"))
-    held_out = {p.name for part in ("query", "gallery", "multi-query") for p in (data / part).rglob("*.jpg")}
+    train = set(list_prepared(data, "train"))
+    held_out = {p.name for part in ("query", "gallery", "multi-query", "val") for p in (data / part).rglob("*.jpg")}
     assert len(picks) == 10 and set(picks) <= train
     assert not {p.name for p in picks} & held_out
     assert calibration_paths(data, 10) == picks  # deterministic
@@ -55,7 +55,7 @@ def test_calibration_uses_training_images_only(workspace):
 
 def test_calibration_larger_than_train_set_uses_all(workspace, capsys):
     picks = calibration_paths(workspace / "pytorch", 10_000)
-    assert len(picks) == len(list_prepared(workspace / "pytorch", "train_all"))
+    assert len(picks) == len(list_prepared(workspace / "pytorch", "train"))
     assert "using all of them" in capsys.readouterr().err
 
 

@@ -20,6 +20,7 @@ Adding a type: a module here, its entry in ``TYPES``, its branch of the schema, 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -69,13 +70,16 @@ def labels(spec: dict) -> dict:
 @contextlib.contextmanager
 def stage(variant: str, what: str):
     """A failure inside a third-party conversion, calibration or compile step becomes one line
-    naming the variant and the step; the original traceback stays chained for the log."""
+    naming the variant and the step; the original traceback stays chained for the log. The
+    step's duration goes to the log, where a slow run is looked into."""
+    start = time.perf_counter()
     try:
         yield
     except ReidQuantError:
         raise
     except Exception as error:
         raise ReidQuantError(f"variant {variant}: {what} failed: {cause(error)}") from error
+    print(f"variant {variant}: {what} took {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 
 def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibration: list, folder: Path) -> dict:

@@ -12,5 +12,5 @@ run_rule(
     snakemake.log[0], quantize,
     name=snakemake.wildcards.variant, spec=json.loads(p.spec), weights=Path(i.weights).parent,
     data_root=Path(i.data), out=Path(o.model), info_out=Path(o.info), height=p.height, width=p.width,
-    threads=p.threads or snakemake.threads, weights_label=p.weights, dataset_label=p.dataset,
+    threads=snakemake.threads, weights_label=p.weights, dataset_label=p.dataset,
 )
