@@ -75,6 +75,14 @@ class Embedder(nn.Module):
         return self.embedding(self.features(x).flatten(1))
 
 
+def reference_name(layer: str, arch: str) -> str:
+    """A module's name in the embedder (``features.conv0``, ``embedding.0``) as the reference
+    project's network names it (``model.features.conv0``, ``classifier.add_block.0``)."""
+    part, _, rest = layer.partition(".")
+    prefix = {"features": architecture(arch).FEATURES_IN_REFERENCE, "embedding": "classifier.add_block"}.get(part)
+    return f"{prefix}.{rest}" if prefix and rest else layer
+
+
 def arch_of(opts: dict) -> str:
     """The architecture a checkpoint's options ask for (``read_opts`` records it as ``arch``)."""
     return opts.get("arch") or select(opts, "opts")

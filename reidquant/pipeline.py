@@ -19,7 +19,17 @@ from reidquant.jsonio import write_json
 from reidquant.market import list_prepared
 from reidquant.matfile import save_mat
 from reidquant.model import Embedder, load_checkpoint
-from reidquant.variants import artifact_path, build_artifact, is_calibrated, labels, load_runner, unsupported_reason
+from reidquant import sensitivity
+from reidquant.selection import selection_set
+from reidquant.variants import (
+    artifact_path,
+    build_artifact,
+    is_calibrated,
+    labels,
+    load_runner,
+    reports_sensitivity,
+    unsupported_reason,
+)
 
 CALIBRATION_BATCH = 32
 
@@ -91,8 +101,14 @@ def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, h
         paths = calibration_paths(data_root, spec["calibration_images"])
         used = len(paths)
         batches = calibration_batches(paths, height, width, min(CALIBRATION_BATCH, used))
+    validation = []
+    if reports_sensitivity(spec):
+        validation = calibration_batches(sensitivity.val_paths(data_root), height, width, sensitivity.BATCH)
+    chosen_on = None
+    if spec.get("accuracy_control"):
+        chosen_on = selection_set(spec["accuracy_control"]["metric"], data_root, height, width, embedder)
     fp32_bytes = sum(v.numel() * v.element_size() for v in embedder.state_dict().values())
-    info = build_artifact(name, spec, embedder, opts, example, batches, Path(out))
+    info = build_artifact(name, spec, embedder, opts, example, batches, Path(out), validation, chosen_on)
     info.update({"calibration_images": used, "fp32_param_bytes": fp32_bytes, "height": height, "width": width,
                  "weights": weights_label or str(weights), "dataset": dataset_label or str(data_root),
                  "arch": opts["arch"]})

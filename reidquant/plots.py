@@ -189,3 +189,39 @@ def training_curve(history: list[dict], path: Path, arch: str) -> None:
     ax_loss.set_title(f"{arch} training")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def sensitivity(layers: dict[str, list[dict]], path: Path) -> None:
+    """Each int8 variant's per-layer SQNR against fp32 along the network, its stretches
+    (stem, dense blocks or stages, transitions, embedding head) shaded and named."""
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
+    if not any(layers.values()):
+        ax.text(0.5, 0.5, "no int8 variant of a type that measures its layers ran", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        fig.savefig(path, dpi=120)
+        return
+    colours = colormaps["tab10"]
+    for i, (variant, rows) in enumerate(layers.items()):
+        finite = [r for r in rows if math.isfinite(r["sqnr_db"])]
+        ax.plot([r["index"] for r in finite], [r["sqnr_db"] for r in finite], ".-", lw=0.8, ms=3,
+                color=colours(i % 10), label=variant)
+    longest = max(layers.values(), key=len)
+    spans: list[list] = []  # [part, first index, last index]
+    for row in longest:
+        if spans and spans[-1][0] == row["part"]:
+            spans[-1][2] = row["index"]
+        else:
+            spans.append([row["part"], row["index"], row["index"]])
+    for k, (part, first, last) in enumerate(spans):
+        if k % 2 == 0:
+            ax.axvspan(first - 0.5, last + 0.5, color="0.92", zorder=0)
+        ax.text((first + last) / 2, 1.01, part, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                fontsize=7, rotation=30 if last - first < 6 else 0)
+    ax.set_xlabel("quantized convolution / linear layer, in network order")
+    ax.set_ylabel("SQNR against fp32 on val (dB)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

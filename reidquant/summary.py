@@ -15,6 +15,7 @@ import pandas as pd
 from reidquant.configcheck import REFERENCE
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import read_json, write_text
+from reidquant.sensitivity import most_sensitive, write_csv
 from reidquant.stats import LEVEL, bootstrap_interval
 
 COLUMNS = ["dataset", "weights", "variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s",
@@ -266,22 +267,52 @@ def what_to_ship(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: floa
 
 
 def summarize(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weights: str,
-              csv_path: Path, md_path: Path, skipped=(), select: dict | None = None) -> pd.DataFrame:
+              csv_path: Path, md_path: Path, skipped=(), select: dict | None = None,
+              extra_markdown: str = "") -> pd.DataFrame:
     table = rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset, weights, select)
     write_text(Path(csv_path), table.to_csv(index=False, float_format="%.6g"))
-    text = markdown(table, skipped) + "\n" + what_to_ship(table, **(select or {}))
+    text = markdown(table, skipped) + "\n" + what_to_ship(table, **(select or {})) + extra_markdown
     write_text(Path(md_path), text)
     print(text)
     return table
 
 
-def report(jobs, skipped, quantize, timing, metrics, dataset: str, weights: str, outputs,
-           select: dict | None = None) -> pd.DataFrame:
-    """The summary table (csv and markdown) and its plots, at the paths in ``outputs``
-    (``csv``, ``markdown``, ``accuracy``, ``size``, ``fidelity``, ``latency``)."""
-    from reidquant.plots import plot_summary
+def layer_sensitivity(variants, quantize_paths) -> dict[str, list[dict]]:
+    """The per-layer SQNR each of ``variants`` recorded in its ``quantize.json`` when built."""
+    found = {}
+    for variant in variants:
+        path = next(Path(p) for p in quantize_paths if Path(p).parent.name == variant)
+        info = read_json(path)
+        if "sensitivity" not in info:
+            raise ReidQuantError(f"{path}: no per-layer sensitivity recorded (rebuild variant {variant})")
+        found[variant] = info["sensitivity"]
+    return found
 
+
+def sensitivity_markdown(layers: dict[str, list[dict]], count: int = 5) -> str:
+    if not layers:
+        return ""
+    lines = ["", "## Most sensitive layers", "",
+             f"The {count} quantized layers of each int8 row with the lowest SQNR against fp32 on the val images "
+             "(training identities, never calibrated on; `results/{variant}/sensitivity.csv` has every layer):", ""]
+    for variant, rows in layers.items():
+        worst = most_sensitive(rows, count)
+        lines.append(f"- **{variant}**: " + ", ".join(f"`{r['layer']}` ({r['sqnr_db']:.1f} dB)" for r in worst))
+    return "\n".join(lines) + "\n"
+
+
+def report(jobs, skipped, quantize, timing, metrics, dataset: str, weights: str, outputs,
+           select: dict | None = None, sensitivity_variants=()) -> pd.DataFrame:
+    """The summary table (csv and markdown) and its plots, at the paths in ``outputs``
+    (``csv``, ``markdown``, ``accuracy``, ``size``, ``fidelity``, ``latency``, ``sensitivity_plot``
+    and ``sensitivity``, one csv per variant of ``sensitivity_variants``, in that order)."""
+    from reidquant import plots
+
+    layers = layer_sensitivity(sensitivity_variants, quantize)
     table = summarize(jobs, quantize, timing, metrics, dataset, weights, Path(outputs.csv), Path(outputs.markdown),
-                      skipped=skipped, select=select)
-    plot_summary(table, outputs, **(select or {}))
+                      skipped=skipped, select=select, extra_markdown=sensitivity_markdown(layers))
+    plots.plot_summary(table, outputs, **(select or {}))
+    for (variant, rows), path in zip(layers.items(), outputs.sensitivity):
+        write_csv(rows, Path(path))
+    plots.sensitivity(layers, Path(outputs.sensitivity_plot))
     return table

@@ -1,10 +1,12 @@
 """The comparison table: side-by-side speedups, bootstrap intervals, paired deltas, rows not run."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import reidquant.features as features
+from reidquant.errors import ReidQuantError
 from reidquant.features import Runner, model_throughput
 from reidquant.jsonio import write_json
 from reidquant.stats import bootstrap_interval
@@ -207,3 +209,31 @@ def test_latency_plot_is_drawn(tmp_path, rng):
                                  for k in ("accuracy", "size", "fidelity", "latency")})
     plot_summary(table, outputs)
     assert (tmp_path / "plots" / "latency.png").stat().st_size > 10_000
+
+
+def test_sensitivity_is_named_written_and_drawn(tmp_path):
+    from reidquant.plots import sensitivity as sensitivity_plot
+    from reidquant.sensitivity import write_csv
+    from reidquant.summary import layer_sensitivity, sensitivity_markdown
+
+    layers = [("features.conv0", "conv0"), ("features.denseblock1.denselayer1.conv1", "denseblock1"),
+              ("features.transition1.conv", "transition1"), ("embedding.0", "embedding")]
+    rows = [{"index": i, "layer": layer, "reference_name": f"model.{layer}", "part": part,
+             "op": "linear" if part == "embedding" else "conv2d", "sqnr_db": db}
+            for i, ((layer, part), db) in enumerate(zip(layers, [30.0, 12.5, 25.0, 18.0]))]
+    write_json(tmp_path / "int8" / "quantize.json", {"type": "pt2e_int8", "sensitivity": rows})
+    write_json(tmp_path / "fp32" / "quantize.json", {"type": "fp32"})
+    paths = [tmp_path / "fp32" / "quantize.json", tmp_path / "int8" / "quantize.json"]
+    found = layer_sensitivity(["int8"], paths)
+    text = sensitivity_markdown(found, count=2)
+    assert "## Most sensitive layers" in text
+    assert "- **int8**: `features.denseblock1.denselayer1.conv1` (12.5 dB), `embedding.0` (18.0 dB)" in text
+    assert sensitivity_markdown({}) == ""
+    write_csv(found["int8"], tmp_path / "int8" / "sensitivity.csv")
+    written = pd.read_csv(tmp_path / "int8" / "sensitivity.csv")
+    assert list(written.columns) == ["index", "layer", "reference_name", "part", "op", "sqnr_db"]
+    assert written["sqnr_db"].tolist() == [30.0, 12.5, 25.0, 18.0]
+    sensitivity_plot(found, tmp_path / "sensitivity.png")
+    assert (tmp_path / "sensitivity.png").stat().st_size > 10_000
+    with pytest.raises(ReidQuantError, match=r"fp32/quantize.json: no per-layer sensitivity recorded"):
+        layer_sensitivity(["fp32"], paths)

@@ -2,11 +2,14 @@ import os
 
 import pytest
 import torch
+from torch import nn
 
+from reidquant.errors import ReidQuantError
 from reidquant.features import Runner
 from reidquant.market import list_prepared, prepare
-from reidquant.model import save_untrained
+from reidquant.model import Embedder, load_checkpoint, save_untrained
 from reidquant.pipeline import ExtractSettings, calibration_batches, calibration_paths, extract_features, quantize
+from reidquant.sensitivity import weighted_layers
 from reidquant.synth import SynthSizes, generate
 from reidquant.variants import TYPES, complete, load_runner, unsupported_reason
 
@@ -76,6 +79,18 @@ def build(workspace, name, arch="ft_net_dense"):
     return BUILT[arch, name]
 
 
+def check_sensitivity(rows, weights):
+    """Every quantized layer of the network, in network order, named as the reference names it,
+    with an SQNR that quantization noise gives (below the signal, above float rounding)."""
+    net, _ = load_checkpoint(weights)
+    assert [row["layer"] for row in rows] == weighted_layers(Embedder(net))
+    assert [row["index"] for row in rows] == list(range(len(rows)))
+    state = torch.load(weights / "net_last.pth", weights_only=True)
+    assert all(f"{row['reference_name']}.weight" in state for row in rows)
+    assert rows[-1]["part"] == "embedding" and rows[-1]["op"] == "linear"
+    assert all(0 < row["sqnr_db"] < 80 for row in rows), [round(row["sqnr_db"], 1) for row in rows]
+
+
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("name", list(SPECS))
 def test_variant_builds_loads_and_tracks_fp32(workspace, name, arch):
@@ -89,6 +104,9 @@ def test_variant_builds_loads_and_tracks_fp32(workspace, name, arch):
     if name in SIZE_LIMITS:
         assert info["size_bytes"] < SIZE_LIMITS[name] * fp32_size
     assert info["calibration_images"] == spec.get("calibration_images", 0) * (spec.get("precision") != "fp32")
+    assert ("sensitivity" in info) == (spec["type"] == "pt2e_int8")
+    if "sensitivity" in info:
+        check_sensitivity(info["sensitivity"], root / "weights")
     x = torch.randn(4, 3, H, W)
     with torch.inference_mode():
         out = load_runner(root / name, spec, "cpu")(x)
@@ -101,7 +119,6 @@ def test_variant_builds_loads_and_tracks_fp32(workspace, name, arch):
 def test_cuda_request_without_cuda_is_refused(workspace, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from reidquant.errors import ReidQuantError
     with pytest.raises(ReidQuantError, match="no CUDA device"):
         settings = ExtractSettings(height=H, width=W, batch_size=4, workers=0, ms=(1,), warmup=1, repeats=1,
                                    latency_batches=(1,), latency_rounds=1, threads=None)
@@ -165,7 +182,6 @@ def test_pt2e_quantizes_the_input_over_its_full_range(workspace, tmp_path, activ
 def test_damaged_openvino_ir_names_the_file_and_the_cause(workspace, tmp_path, damaged, cause):
     import shutil
 
-    from reidquant.errors import ReidQuantError
 
     build(workspace, "ov_fp32")
     folder = tmp_path / "ov_fp32"
@@ -190,3 +206,68 @@ def test_eager_int8_folds_resnet50s_batchnorms(workspace):
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)) for m in modules)
     assert sum(type(m).__name__ == "ConvReLU2d" for m in modules) == 1 + 2 * 16  # stem, two per block
     assert sum(type(m).__name__ == "Conv2d" and "quantized" in type(m).__module__ for m in modules) == 16 + 4
+
+
+def ov_int8_controlled(**control):
+    return complete({"type": "openvino", "precision": "int8", "calibration_images": 8,
+                     "accuracy_control": {"metric": "cos_mean", "max_drop": 1.0, **control}})
+
+
+@pytest.fixture(scope="module")
+def garbage_test_split(workspace, tmp_path_factory):
+    """The prepared layout with every query and gallery image replaced by bytes no decoder reads."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("garbage") / "pytorch"
+    shutil.copytree(workspace / "pytorch", root)
+    for part in ("query", "gallery", "multi-query"):
+        for image in (root / part).rglob("*.jpg"):
+            image.write_bytes(b"not an image")
+    return root
+
+
+@pytest.mark.parametrize("metric", ["cos_mean", "mAP"])
+def test_openvino_accuracy_control_reads_val_and_train_only(workspace, garbage_test_split, tmp_path, metric):
+    info = quantize("ov_int8_ac", ov_int8_controlled(metric=metric), workspace / "weights", garbage_test_split,
+                    tmp_path / "m", H, W)
+    control = info["accuracy_control"]
+    assert control["met"] and control["drop"] <= 1.0 and info["float_layers"] == []
+    assert control["fp32_value"] == pytest.approx(1.0 if metric == "cos_mean" else control["fp32_value"])
+    runner = load_runner(tmp_path / "m", ov_int8_controlled(metric=metric), "cpu")
+    assert runner(torch.zeros(2, 3, H, W)).shape == (2, 512)
+
+
+def test_an_accuracy_budget_nothing_meets_is_said_and_the_most_faithful_model_built(workspace, tmp_path, capsys,
+                                                                                    monkeypatch):
+    import nncf
+
+    def without_ranking(model, calibration, validation, validate, *, max_drop, drop_type,
+                        advanced_quantization_parameters, advanced_accuracy_restorer_parameters, **common):
+        # What NNCF returns when no setting it tries meets the budget: a model still over it.
+        # (Its ranking compiles the model once per quantizer group: minutes even for a tiny one.)
+        assert advanced_accuracy_restorer_parameters.max_num_iterations == 1 and max_drop == 0.0
+        return nncf.quantize(model, calibration, advanced_parameters=advanced_quantization_parameters, **common)
+
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control", without_ranking)
+    info = quantize("ov_int8_ac", ov_int8_controlled(max_drop=0.0, max_float_layers=1), workspace / "weights",
+                    workspace / "pytorch", tmp_path / "m", H, W)
+    assert not info["accuracy_control"]["met"] and len(info["float_layers"]) <= 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "not met" in line]
+    assert len(err) == 1 and err[0].startswith("warning: variant ov_int8_ac: accuracy_control.max_drop 0.0 not met on val")
+    assert (tmp_path / "m" / "model.xml").exists()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"precision": "int8", "accuracy_control": {"metric": "top1", "max_drop": 0.1}},
+     "variants.x field accuracy_control.metric: 'top1' is not one of"),
+    ({"precision": "int8", "accuracy_control": {"metric": "mAP", "max_drop": -1}},
+     "variants.x field accuracy_control.max_drop: -1 is less than the minimum of 0"),
+    ({"precision": "fp32", "accuracy_control": {"metric": "mAP", "max_drop": 1}},
+     "variants.x field accuracy_control: applies to precision int8 only, not fp32"),
+    ({"precision": "int8", "accuracy_control": {"metric": "mAP"}},
+     "variants.x field accuracy_control: 'max_drop' is a required property"),
+])
+def test_bad_accuracy_control_is_one_line_naming_the_variant_and_field(spec, message):
+    with pytest.raises(ReidQuantError) as error:
+        complete({"type": "openvino", **spec}, "config field variants.x")
+    assert message in str(error.value) and "\n" not in str(error.value)

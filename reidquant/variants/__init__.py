@@ -44,7 +44,11 @@ def complete(spec: dict, where: str = "variant spec") -> dict:
     """``spec`` checked against its type's schema, with that schema's defaults filled in."""
     from reidquant.configcheck import checked, schema_part
 
-    return checked(spec, schema_part("variants"), where)
+    spec = checked(spec, schema_part("variants"), where)
+    kind = variant_type(spec)
+    if hasattr(kind, "check"):  # what a schema cannot say in one clear line
+        kind.check(spec, where)
+    return spec
 
 
 def unsupported_reason(spec: dict, device: str) -> str | None:
@@ -53,6 +57,13 @@ def unsupported_reason(spec: dict, device: str) -> str | None:
 
 def is_calibrated(spec: dict) -> bool:
     return variant_type(spec).calibrated(spec)
+
+
+def reports_sensitivity(spec: dict) -> bool:
+    """Whether building it measures each quantized layer's fidelity (types with
+    ``reports_sensitivity``; their ``build`` then takes ``validation`` batches)."""
+    kind = variant_type(spec)
+    return hasattr(kind, "reports_sensitivity") and kind.reports_sensitivity(spec)
 
 
 def describe(kind: str) -> str:
@@ -82,18 +93,25 @@ def stage(variant: str, what: str):
     print(f"variant {variant}: {what} took {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 
-def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibration: list, folder: Path) -> dict:
+def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibration: list, folder: Path,
+                   validation: list = (), selection=None) -> dict:
     """Make variant ``name`` from an fp32 embedder; write what it deploys into ``folder``.
 
     ``example`` is a batch of two inputs (the shape graph exports trace);
-    ``calibration`` the calibration batches, empty for a type that is not calibrated.
+    ``calibration`` the calibration batches, empty for a type that is not calibrated;
+    ``validation`` the batches a type that ``reports_sensitivity`` measures its layers on;
+    ``selection`` what a variant with ``accuracy_control`` is validated on.
     """
     kind = variant_type(spec)
     start = time.perf_counter()
+    extra = {"validation": validation} if reports_sensitivity(spec) else {}
+    if selection is not None:
+        extra["selection"] = selection
     with atomic_dir(folder) as staging:
-        kind.build(name, spec, embedder, opts, example, calibration, staging / kind.ARTIFACT)
+        found = kind.build(name, spec, embedder, opts, example, calibration, staging / kind.ARTIFACT, **extra)
         size = (staging / kind.WEIGHTS).stat().st_size
-    return {"variant": name, "type": kind.NAME, "size_bytes": size, "quantize_s": time.perf_counter() - start}
+    return {"variant": name, "type": kind.NAME, "size_bytes": size, "quantize_s": time.perf_counter() - start,
+            **(found or {})}
 
 
 def artifact_path(folder: Path, spec: dict) -> Path:

@@ -8,10 +8,12 @@ once per input shape, with the job's thread count.
 
 from __future__ import annotations
 
+import re
 from importlib import metadata
 from pathlib import Path
 
 from reidquant.devices import cpu_has_bf16
+from reidquant.errors import ReidQuantError
 
 NAME = "openvino"
 ARTIFACT = "model.xml"
@@ -53,21 +55,95 @@ def _range_estimator(setting: str):
     return getattr(RangeEstimatorParametersSet, setting.upper())
 
 
-def build(name, spec, embedder, opts, example, calibration, path) -> None:
+def check(spec: dict, where: str) -> None:
+    if spec.get("accuracy_control") and spec["precision"] != "int8":
+        raise ReidQuantError(f"{where} field accuracy_control: applies to precision int8 only, "
+                             f"not {spec['precision']} (nothing is quantized to control)")
+
+
+def build(name, spec, embedder, opts, example, calibration, path, selection=None) -> dict:
+    """Writes the IR to ``path``. With ``accuracy_control``, ``selection`` (a
+    ``reidquant.selection.SelectionSet``) is what NNCF's accuracy control validates on; the
+    layers it left in float and the val drop it reached are returned for ``quantize.json``."""
     import openvino as ov
 
+    from reidquant.sensitivity import weighted_layers
     from reidquant.variants import stage
 
     with stage(name, "conversion to OpenVINO"):
         model = ov.convert_model(embedder, example_input=example,
                                  input=[ov.PartialShape([-1, 3, example.shape[2], example.shape[3]])])
+    found = {}
     if spec["precision"] == "int8":
-        model = _quantized(name, spec, model, calibration)
+        model = _quantized(name, spec, model, calibration, selection)
+        if spec["accuracy_control"]:
+            found.update(_controlled(name, spec["accuracy_control"], model, selection, weighted_layers(embedder)))
     with stage(name, "saving the IR"):
         ov.save_model(model, path, compress_to_fp16=spec["precision"] == "bf16")
+    return found
 
 
-def _quantized(name, spec, model, calibration):
+def _controlled(name, control: dict, model, selection, layer_names) -> dict:
+    """What accuracy control left in float and the val drop it reached; a budget it could not
+    meet is said in one line (NNCF keeps the most faithful model it tried, which is built)."""
+    import sys
+
+    import openvino as ov
+
+    validate, _ = _validation(selection)
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    value = validate(compiled, range(selection.num_val))[0]
+    drop = selection.reference_value - value
+    left = float_layers(model, layer_names)
+    met = drop <= control["max_drop"] + 1e-12
+    if not met:
+        print(f"warning: variant {name}: accuracy_control.max_drop {control['max_drop']} not met on val: "
+              f"{control['metric']} drops {drop:.6g} with {len(left)} layer(s) in float; built the most "
+              f"faithful setting NNCF tried", file=sys.stderr)
+    return {"float_layers": left,
+            "accuracy_control": {**control, "fp32_value": selection.reference_value, "value": value, "drop": drop,
+                                 "met": met}}
+
+
+IR_OPS = {"Convolution": "conv2d", "MatMul": "linear"}
+
+
+def ir_layers(model, layer_names) -> dict[str, tuple[str, str]]:
+    """Each Convolution and MatMul of an IR converted from the embedder, by its friendly name:
+    (the embedder's module it came from, op). The PyTorch frontend names a layer's op after its
+    module (``__module.features.conv0/aten::...``) but loses the name when it folds a
+    BatchNorm into the weights, so the ops are matched to ``layer_names`` in network order,
+    checked against every name that survived."""
+    ops = [op for op in model.get_ordered_ops() if op.get_type_name() in IR_OPS]
+    if len(ops) != len(layer_names):
+        raise ReidQuantError(f"the IR has {len(ops)} convolutions and linear layers but the network "
+                             f"{len(layer_names)}: cannot tell which is which")
+    found = {}
+    for op, layer in zip(ops, layer_names):
+        traced = re.match(r"__module\.(.+?)/aten::", op.get_friendly_name())
+        if traced and traced.group(1) != layer:
+            raise ReidQuantError(f"the IR's {op.get_friendly_name()} comes where the network has {layer}: "
+                                 "cannot tell which layer is which")
+        found[op.get_friendly_name()] = (layer, IR_OPS[op.get_type_name()])
+    return found
+
+
+def float_layers(model, layer_names) -> list[str]:
+    """The convolutions and linear layers (by module name) whose weights are not quantized."""
+
+    def quantized(node, depth=4) -> bool:
+        """A FakeQuantize or an 8-bit constant among the weights' producers."""
+        if node.get_type_name() == "FakeQuantize" or (
+                node.get_type_name() == "Constant" and node.get_element_type().get_type_name() in ("i8", "u8")):
+            return True
+        return depth > 0 and any(quantized(value.get_node(), depth - 1) for value in node.input_values())
+
+    layers = ir_layers(model, layer_names)
+    return [layers[op.get_friendly_name()][0] for op in model.get_ordered_ops()
+            if op.get_friendly_name() in layers and not quantized(op.input_value(1).get_node())]
+
+
+def _quantized(name, spec, model, calibration, selection=None):
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
@@ -85,16 +161,56 @@ def _quantized(name, spec, model, calibration):
         items = [batch.numpy() for batch in calibration]
     else:
         items = [image[None].numpy() for batch in calibration for image in batch]
-    with stage(name, "NNCF calibration"):
-        return nncf.quantize(
-            model,
-            nncf.Dataset(items),
-            preset=nncf.QuantizationPreset(spec["preset"]),
-            subset_size=len(items),  # NNCF counts dataset items, whatever their batch size
-            fast_bias_correction=spec["fast_bias_correction"],
-            ignored_scope=nncf.IgnoredScope(**ignored) if ignored else None,
-            advanced_parameters=advanced,
-        )
+    common = {
+        "preset": nncf.QuantizationPreset(spec["preset"]),
+        "subset_size": len(items),  # NNCF counts dataset items, whatever their batch size
+        "fast_bias_correction": spec["fast_bias_correction"],
+        "ignored_scope": nncf.IgnoredScope(**ignored) if ignored else None,
+    }
+    control = spec["accuracy_control"]
+    if not control:
+        with stage(name, "NNCF calibration"):
+            return nncf.quantize(model, nncf.Dataset(items), advanced_parameters=advanced, **common)
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    validate, validation = _validation(selection)
+    restorer = AdvancedAccuracyRestorerParameters()
+    if control.get("max_float_layers"):
+        restorer.max_num_iterations = control["max_float_layers"]
+    with stage(name, f"NNCF calibration with accuracy control ({control['metric']} on val, "
+                     f"max_drop {control['max_drop']})"):
+        return nncf.quantize_with_accuracy_control(
+            model, nncf.Dataset(items), validation, validate, max_drop=control["max_drop"],
+            drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced,
+            advanced_accuracy_restorer_parameters=restorer, **common)
+
+
+def _validation(selection):
+    """NNCF's validation function and dataset over the val images: items are val image indices,
+    so that NNCF can rank its quantizers on per-image values (cosine to fp32, or each val
+    query's AP against the train gallery, embedded once per candidate model)."""
+    import nncf
+    import numpy as np
+    import torch
+
+    from reidquant.selection import embed_batches
+
+    images = torch.cat(selection.val)
+    gallery = {}
+
+    def forward(compiled):
+        return lambda batch: torch.from_numpy(compiled(batch.numpy())[0])
+
+    def validate(compiled, indices):
+        chosen = [int(i) for i in indices]
+        features = embed_batches(forward(compiled), images[chosen].split(32))
+        if selection.metric == "mAP":
+            if gallery.get("model") is not compiled:
+                gallery.update(model=compiled, features=embed_batches(forward(compiled), selection.gallery))
+            features = np.concatenate([features, gallery["features"]])
+        return selection.value(features, chosen)
+
+    return validate, nncf.Dataset(list(range(len(images))), lambda i: images[i:i + 1].numpy())
 
 
 def load(path, spec, device, name):

@@ -41,17 +41,30 @@ def runtime(spec: dict) -> str:
     return "torch+inductor" if spec["compile"] else "torch"
 
 
-def build(name, spec, embedder, opts, example, calibration, path) -> None:
+def reports_sensitivity(spec: dict) -> bool:
+    return True
+
+
+def build(name, spec, embedder, opts, example, calibration, path, validation=()) -> dict:
+    """Writes the quantized program to ``path``; with ``validation`` batches, returns each
+    quantized layer's SQNR on them (``sensitivity``), by torchao's numeric debugger."""
     import torch
+    from torchao.quantization.pt2e._numeric_debugger import prepare_for_propagation_comparison
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
+    from reidquant.model import reference_name
+    from reidquant.sensitivity import layer_sqnr
     from reidquant.variants import stage
     from reidquant.variants.torch_state import calibrate
 
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},)
     with stage(name, "export"):
         graph = torch.export.export(embedder, (example,), dynamic_shapes=dynamic).module()
+        # The float graph with loggers, made before quantization prepares the graph in place,
+        # with the BatchNorms after convolutions folded as prepare_pt2e folds them: a layer's
+        # output is then the same tensor in both graphs.
+        reference = prepare_for_propagation_comparison(folded(graph)) if validation else None
         quantizer = X86InductorQuantizer()
         quantizer.set_global(quantization_config(spec["activation_ranges"]))
         for module in spec["float_modules"]:
@@ -69,6 +82,24 @@ def build(name, spec, embedder, opts, example, calibration, path) -> None:
         program = torch.export.export(converted, (example[:2],), dynamic_shapes=dynamic)
     program.example_inputs = None  # not part of the model: don't ship a batch of images with it
     save_program(program, path)
+    if not validation:
+        return {}
+    with stage(name, "per-layer sensitivity on val"):
+        return {"sensitivity": layer_sqnr(reference, converted, validation,
+                                          lambda layer: reference_name(layer, opts["arch"]))}
+
+
+def folded(graph):
+    """A copy of an exported graph with each convolution's and linear layer's following
+    BatchNorm folded into its weights, as ``prepare_pt2e`` folds them."""
+    import copy
+
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_, _fuse_linear_bn_
+
+    graph = copy.deepcopy(graph)
+    _fuse_conv_bn_(graph)
+    _fuse_linear_bn_(graph)
+    return graph
 
 
 def quantization_config(activation_ranges: str):

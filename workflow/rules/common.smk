@@ -15,7 +15,7 @@ from reidquant.configcheck import (
 )
 from reidquant.errors import ReidQuantError
 from reidquant.market import RAW_NAME
-from reidquant.variants import complete
+from reidquant.variants import complete, reports_sensitivity
 
 
 def fail(message):
@@ -44,6 +44,10 @@ try:
     DATASET = sources.dataset(config)
     WEIGHTS = sources.weights(config, DATASET.name)
     JOBS, SKIPPED = sources.jobs(config)
+    # Variants whose build measures each quantized layer on val (summary.md, sensitivity.csv).
+    SENSITIVITY = sorted(
+        {v for v, _ in JOBS if reports_sensitivity(config["variants"][v])}
+    )
 except ReidQuantError as error:
     fail(error)
 for note in (DATASET.note, WEIGHTS.note):

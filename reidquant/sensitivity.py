@@ -1,0 +1,150 @@
+"""Which layers cost an int8 variant its fidelity: each quantized convolution's and linear
+layer's SQNR against fp32, measured on the prepared layout's ``val`` images.
+
+``val`` (one image per training identity) is never calibrated on and never scored: what it
+says can guide a choice without touching the test split. The SQNR of a layer is that of its
+output in the quantized network against the same layer's output in the float network, both
+fed the same image (errors upstream included, as a deployer's network propagates them):
+10·log10(Σ ref² / Σ (ref − quantized)²) over every val image. Lower is worse; each halving of
+the error's amplitude adds about 6 dB.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from reidquant.errors import ReidQuantError
+from reidquant.jsonio import atomic_path
+from reidquant.market import list_prepared
+
+# The numeric debugger runs both networks eagerly with every node's output kept for a batch:
+# this many val images (spread over the identities) bound its time and memory.
+MAX_IMAGES = 64
+BATCH = 4
+COLUMNS = ["index", "layer", "reference_name", "part", "op", "sqnr_db"]
+WEIGHTED_OPS = {"conv2d", "linear"}
+
+
+def val_paths(data_root: Path, count: int = MAX_IMAGES) -> list[Path]:
+    """Up to ``count`` images of ``val``, spread evenly over it (identities in sorted order)."""
+    paths = list_prepared(data_root, "val")
+    if len(paths) <= count:
+        return paths
+    return [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
+
+
+def part_of(layer: str) -> str:
+    """The stretch of the network a layer is in, for grouping: ``conv0``, ``denseblock2``,
+    ``transition1``, ``layer3``, ``embedding``, ..."""
+    names = layer.split(".")
+    if names[0] == "embedding":
+        return "embedding"
+    return names[1] if len(names) > 1 else names[0]
+
+
+def _op_name(node) -> str | None:
+    target = getattr(node.target, "__name__", str(node.target))
+    name = target.split(".")[0]
+    return name if name in WEIGHTED_OPS else None
+
+
+def _owner(node) -> str:
+    """The module a graph node was traced from, by its path in the exported module."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return node.name
+    path = list(stack.values())[-1][0]
+    # torch.export writes paths of nested modules as L['self'].features.conv0 or as plain
+    # dotted names, depending on how it reached them.
+    return re.sub(r"^L\['self'\]\.?", "", path).replace("._modules['", ".").replace("']", "")
+
+
+def _weighted_loggers(logged) -> list[tuple[str, str, str]]:
+    """(logger module name, layer, op) of each convolution or linear layer, in graph order."""
+    found = []
+    for node in logged.graph.nodes:
+        if node.op != "call_module" or not node.args:
+            continue
+        source = node.args[0]
+        op = _op_name(source) if getattr(source, "op", None) == "call_function" else None
+        if op is not None and "_logger" in node.target:
+            found.append((node.target, _owner(source), op))
+    return found
+
+
+def layer_sqnr(reference_logged, quantized, batches, reference_name=lambda layer: layer) -> list[dict]:
+    """Per weighted layer, in network order: the SQNR of ``quantized`` (a converted PT2E graph)
+    against the float graph ``reference_logged`` on ``batches``.
+
+    ``reference_logged`` is the float graph as torchao's numeric debugger
+    (``prepare_for_propagation_comparison``) returns it, made before quantization prepared the
+    graph: the debugger matches the nodes of the two graphs by where they came from in that one
+    export. Only the convolutions' and linear layers' own outputs are compared (not the
+    quantize nodes after them, which descend from the same layer).
+    """
+    import torch
+    from torchao.quantization.pt2e._numeric_debugger import OutputLogger, prepare_for_propagation_comparison
+
+    quantized_logged = prepare_for_propagation_comparison(quantized)
+    layers = _weighted_loggers(reference_logged)
+    if not layers:
+        raise ReidQuantError("per-layer sensitivity: the float graph has no convolution or linear layer to compare")
+    in_quantized = {quantized_logged.get_submodule(name).debug_info: name
+                    for name, _, _ in _weighted_loggers(quantized_logged)}
+    pairs = {}  # reference logger -> the quantized graph's logger of the same layer
+    for name, _, _ in layers:
+        info = reference_logged.get_submodule(name).debug_info
+        if info in in_quantized:
+            pairs[name] = in_quantized[info]
+    signal = {name: 0.0 for name in pairs}
+    noise = dict(signal)
+    with torch.no_grad():
+        for batch in batches:
+            reference_logged(batch)
+            quantized_logged(batch)
+            for name, other in pairs.items():
+                ref = reference_logged.get_submodule(name).stats[-1].double()
+                out = quantized_logged.get_submodule(other).stats[-1].double()
+                signal[name] += float((ref * ref).sum())
+                noise[name] += float(((ref - out) ** 2).sum())
+            for model in (reference_logged, quantized_logged):
+                for module in model.modules():
+                    if isinstance(module, OutputLogger):
+                        module.stats.clear()
+    return _rows(layers, signal, noise, reference_name)
+
+
+def weighted_layers(module) -> list[str]:
+    """Names of a module's convolutions and linear layers, in registration (for these networks, forward) order."""
+    from torch import nn
+
+    return [name for name, child in module.named_modules() if isinstance(child, (nn.Conv2d, nn.Linear))]
+
+
+def _rows(layers, signal: dict, noise: dict, reference_name) -> list[dict]:
+    """One row per compared layer, in network order (``index`` counts every weighted layer)."""
+    rows = []
+    for index, (key, layer, op) in enumerate(layers):
+        if key not in signal:
+            continue  # not in the quantized network: nothing to compare
+        sqnr = math.inf if noise[key] == 0.0 else 10 * math.log10(signal[key] / noise[key])
+        rows.append({"index": index, "layer": layer, "reference_name": reference_name(layer), "part": part_of(layer),
+                     "op": op, "sqnr_db": sqnr})
+    return rows
+
+
+def most_sensitive(rows: list[dict], count: int = 5) -> list[dict]:
+    return sorted(rows, key=lambda row: row["sqnr_db"])[:count]
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "sqnr_db": f"{row['sqnr_db']:.3f}"})
