@@ -19,7 +19,7 @@ import pandas as pd
 from reidquant.configcheck import checked, schema_part
 from reidquant.devices import cpu_model
 from reidquant.jsonio import write_text
-from reidquant.summary import latency_batches, what_to_ship
+from reidquant.summary import latency_batches, sensitivity_markdown, what_to_ship
 from reidquant.variants import describe
 
 COLUMNS = ["variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",
@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/workflow.md"))
     parser.add_argument("--command", default="snakemake --cores 4 results/summary.csv",
                         help="the command that made the run, as typed")
+    parser.add_argument("--results", type=Path, default=Path("results"),
+                        help="the run's results folder: each int8 row's sensitivity.csv is read there")
     parser.add_argument("--select", default="{}",
                         help="the run's select budget as JSON, if not the default (what within_budget used)")
     args = parser.parse_args()
@@ -85,6 +87,10 @@ def main() -> None:
         lines[-1] += "\n| " + " | ".join(cells) + " |"
     lines.extend(sentence(row) for row in table.itertuples(index=False))
     lines.append(what_to_ship(table, **select).replace("## What to ship", "### What to ship", 1).replace("\n### ", "\n#### "))
+    layers = {path.parent.name: pd.read_csv(path).to_dict("records")
+              for path in sorted(args.results.glob("*/sensitivity.csv"))}
+    if layers:
+        lines.append(sensitivity_markdown(layers).strip().replace("## Most sensitive layers", "### Most sensitive layers", 1))
     write_text(args.out, "\n\n".join(lines) + "\n")
     print(args.out.read_text())
 

@@ -222,6 +222,6 @@ def sensitivity(layers: dict[str, list[dict]], path: Path) -> None:
     ax.set_xlabel("quantized convolution / linear layer, in network order")
     ax.set_ylabel("SQNR against fp32 on val (dB)")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
