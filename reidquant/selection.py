@@ -53,9 +53,6 @@ class SelectionSet:
         labels = (val_label[chosen], val_cam[chosen], train_label, train_cam)
         return map_points(val, features[len(chosen):], labels), None
 
-    def drop(self, features: np.ndarray) -> float:
-        return self.reference_value - self.value(features)[0]
-
 
 def map_points(val_f: np.ndarray, train_f: np.ndarray, labels: tuple) -> float:
     from reidquant.evaluate import evaluate
