@@ -33,6 +33,16 @@ def market_like(rng, n_ids=30, n_query=60, n_gallery=400, dim=32, noise=0.6):
     return feats(q_label), q_label, q_cam, feats(g_label), g_label, g_cam
 
 
+def synthetic_prepared(root, **sizes):
+    """A generated Market-format dataset of ``sizes`` in root/raw, prepared into root/pytorch (returned)."""
+    from reidquant.market import prepare
+    from reidquant.synth import SynthSizes, generate
+
+    generate(root / "raw", SynthSizes.from_settings(sizes), progress=False)
+    prepare(root / "raw", root / "pytorch")
+    return root / "pytorch"
+
+
 def write_mat(path, data, **extra):
     qf, ql, qc, gf, gl, gc = data
     mat = {"query_f": qf, "query_label": ql, "query_cam": qc, "gallery_f": gf, "gallery_label": gl,

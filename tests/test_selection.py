@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import synthetic_prepared
 from reidquant.errors import ReidQuantError
-from reidquant.market import prepare
 from reidquant.selection import embed_batches, selection_set
-from reidquant.synth import SynthSizes, generate
 
 
 def test_embeddings_are_flip_summed_and_normalised():
@@ -19,12 +18,8 @@ def test_embeddings_are_flip_summed_and_normalised():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("selection")
-    sizes = SynthSizes.from_settings(dict(train_ids=6, test_ids=2, images_per_camera=2, cameras_per_id=2,
-                                          distractors=1, junk=1, multi_query_per_query=0))
-    generate(root / "raw", sizes, progress=False)
-    prepare(root / "raw", root / "pytorch")
-    return root / "pytorch"
+    return synthetic_prepared(tmp_path_factory.mktemp("selection"), train_ids=6, test_ids=2, images_per_camera=2,
+                              cameras_per_id=2, distractors=1, junk=1, multi_query_per_query=0)
 
 
 def pooled(x):

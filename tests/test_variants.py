@@ -5,14 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_cli
+from conftest import run_cli, synthetic_prepared
 from reidquant.errors import ReidQuantError
 from reidquant.features import Runner
-from reidquant.market import list_prepared, prepare
+from reidquant.market import list_prepared
 from reidquant.model import Embedder, load_checkpoint, save_untrained
 from reidquant.pipeline import ExtractSettings, calibration_batches, calibration_paths, extract_features, quantize
 from reidquant.sensitivity import weighted_layers
-from reidquant.synth import SynthSizes, generate
 from reidquant.variants import TYPES, complete, load_runner, unsupported_reason
 
 H, W = 64, 32
@@ -36,10 +35,8 @@ MIN_COSINE = {"fp32": 0.99999, "ov_fp32": 0.9999, "ov_fp32_throughput": 0.9999, 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("variants")
-    sizes = SynthSizes.from_settings(dict(train_ids=4, test_ids=3, images_per_camera=2, cameras_per_id=2,
-                                          distractors=2, junk=1, multi_query_per_query=0))
-    generate(root / "raw", sizes, progress=False)
-    prepare(root / "raw", root / "pytorch")
+    synthetic_prepared(root, train_ids=4, test_ids=3, images_per_camera=2, cameras_per_id=2, distractors=2, junk=1,
+                       multi_query_per_query=0)
     save_untrained(root / "weights", seed=0, nclasses=4)
     save_untrained(root / "ft_net" / "weights", seed=0, nclasses=4, arch="ft_net")
     return root
