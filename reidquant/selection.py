@@ -73,6 +73,13 @@ def embed_batches(forward, batches) -> np.ndarray:
     return np.concatenate(rows).astype(np.float32)
 
 
+def cosine_set(batches: list, fp32_forward) -> SelectionSet:
+    """cos_mean on ``batches`` of val images already loaded."""
+    chosen = SelectionSet("cos_mean", list(batches), [], (), embed_batches(fp32_forward, batches), 0.0)
+    chosen.reference_value = chosen.value(chosen.reference)[0]
+    return chosen
+
+
 def selection_set(metric: str, data_root: Path, height: int, width: int, fp32_forward) -> SelectionSet:
     """What ``metric`` is measured on, with fp32's embeddings by ``fp32_forward``."""
     from reidquant.data import load_batch

@@ -26,7 +26,7 @@ from reidquant.market import list_prepared
 # this many val images (spread over the identities) bound its time and memory.
 MAX_IMAGES = 64
 BATCH = 4
-COLUMNS = ["index", "layer", "reference_name", "part", "op", "sqnr_db"]
+COLUMNS = ["index", "layer", "reference_name", "part", "op", "sqnr_db", "cos_mean_gain"]
 WEIGHTED_OPS = {"conv2d", "linear"}
 
 
@@ -62,6 +62,12 @@ def _owner(node) -> str:
     # torch.export writes paths of nested modules as L['self'].features.conv0 or as plain
     # dotted names, depending on how it reached them.
     return re.sub(r"^L\['self'\]\.?", "", path).replace("._modules['", ".").replace("']", "")
+
+
+def weighted_nodes(graph_module) -> dict:
+    """Each convolution and linear node of an exported (or converted) graph by its layer's name."""
+    return {_owner(node): node for node in graph_module.graph.nodes
+            if node.op == "call_function" and _op_name(node) is not None}
 
 
 def _weighted_loggers(logged) -> list[tuple[str, str, str]]:
@@ -147,4 +153,6 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "sqnr_db": f"{row['sqnr_db']:.3f}"})
+            gain = row.get("cos_mean_gain")
+            writer.writerow({**row, "sqnr_db": f"{row['sqnr_db']:.3f}",
+                             "cos_mean_gain": "" if gain is None else f"{gain:.6f}"})

@@ -146,20 +146,58 @@ def test_runner_converts_input():
     assert seen == {"dtype": torch.bfloat16, "cl": True} and out.dtype == torch.float32
 
 
+def float_and_int8_layers(folder):
+    """The layers of a saved pt2e_int8 program that read float weights, and those on int8 weights."""
+    from reidquant.sensitivity import weighted_nodes
+
+    with open(folder / TYPES["pt2e_int8"].ARTIFACT, "rb") as handle:
+        module = torch.export.load(handle).module()
+    found = {True: [], False: []}
+    for layer, node in weighted_nodes(module).items():
+        int8 = "dequantize_per_channel" in str(node.args[1].target)
+        assert int8 == ("dequantize_per_tensor" in str(node.args[0].target)), f"{layer}: input and weights disagree"
+        found[int8].append(layer)
+    return found[False], found[True]
+
+
 def test_pt2e_float_modules_stay_in_floating_point(workspace, tmp_path):
     spec = complete({"type": "pt2e_int8", "calibration_images": 4, "compile": False,
-                     "float_modules": ["embedding.0"]})
-    quantize("head_float", spec, workspace / "weights", workspace / "pytorch", tmp_path / "m", H, W)
-    with open(tmp_path / "m" / TYPES["pt2e_int8"].ARTIFACT, "rb") as handle:
-        graph = torch.export.load(handle).graph
-    linears = [n for n in graph.nodes if n.target == torch.ops.aten.linear.default]
-    convs = [n for n in graph.nodes if n.target == torch.ops.aten.conv2d.default]
+                     "float_modules": ["embedding.0", "features.transition1"]})
+    info = quantize("head_float", spec, workspace / "weights", workspace / "pytorch", tmp_path / "m", H, W)
+    in_float, in_int8 = float_and_int8_layers(tmp_path / "m")
+    assert in_float == info["float_layers"] == ["features.transition1.conv", "embedding.0"]
+    assert len(in_int8) == len(weighted_layers(Embedder(load_checkpoint(workspace / "weights")[0]))) - 2
 
-    def on_int8_weights(node):
-        return "dequantize_per_channel" in str(node.args[1].target)
 
-    assert len(linears) == 1 and not on_int8_weights(linears[0])
-    assert convs and all(on_int8_weights(conv) for conv in convs)
+def test_pt2e_unknown_float_module_is_one_line(workspace, tmp_path):
+    spec = complete({"type": "pt2e_int8", "calibration_images": 4, "compile": False, "float_modules": ["features.conv9"]})
+    with pytest.raises(ReidQuantError, match=r"^variant x field float_modules: 'features.conv9' is not a convolution"):
+        quantize("x", spec, workspace / "weights", workspace / "pytorch", tmp_path / "m", H, W)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("metric, max_drop, max_float_layers", [("cos_mean", 0.0, 2), ("mAP", 100.0, None)])
+def test_pt2e_auto_float_layers_read_val_and_train_only(workspace, garbage_test_split, tmp_path, capsys, metric,
+                                                        max_drop, max_float_layers):
+    spec = complete({"type": "pt2e_int8", "calibration_images": 8, "compile": False, "float_modules": "auto",
+                     "accuracy_control": {"metric": metric, "max_drop": max_drop,
+                                          "max_float_layers": max_float_layers}})
+    info = quantize("int8_auto", spec, workspace / "weights", garbage_test_split, tmp_path / "m", H, W)
+    control, ranked = info["accuracy_control"], sorted(info["sensitivity"], key=lambda row: row["sqnr_db"])
+    in_float, _ = float_and_int8_layers(tmp_path / "m")
+    assert sorted(in_float) == sorted(info["float_layers"])
+    assert info["float_layers"] == [row["layer"] for row in ranked[:len(info["float_layers"])]]
+    assert sum("cos_mean_gain" in row for row in info["sensitivity"]) == 5
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "not met" in line]
+    if max_drop == 0.0:  # other activations stay int8: no count of float layers meets it
+        assert not control["met"] and set(control["tried"]) == {"0", "1", "2"} and warnings == [
+            f"warning: variant int8_auto: accuracy_control.max_drop 0.0 not met on val: cos_mean drops "
+            f"{control['drop']:.6g} with {len(info['float_layers'])} layer(s) in float (max_float_layers 2); "
+            "built the most faithful setting tried"]
+        assert control["drop"] == min(control["tried"].values())
+    else:
+        assert control["met"] and info["float_layers"] == [] and not warnings
+    assert load_runner(tmp_path / "m", spec, "cpu")(torch.zeros(2, 3, H, W)).shape == (2, 512)
 
 
 @pytest.mark.parametrize("activation_ranges", ["histogram", "minmax"])
@@ -263,6 +301,14 @@ def test_an_accuracy_budget_nothing_meets_is_said_and_the_most_faithful_model_bu
 
 
 @pytest.mark.parametrize("spec, message", [
+    ({"type": "pt2e_int8", "float_modules": "auto"},
+     "variants.x field float_modules: auto needs accuracy_control {metric, max_drop}"),
+    ({"type": "pt2e_int8", "accuracy_control": {"metric": "mAP", "max_drop": 1}},
+     "variants.x field accuracy_control: applies with float_modules: auto only"),
+    ({"type": "pt2e_int8", "float_modules": "auto", "accuracy_control": {"metric": "cos", "max_drop": 1}},
+     "variants.x field accuracy_control.metric: 'cos' is not one of"),
+    ({"type": "pt2e_int8", "float_modules": "auto", "accuracy_control": {"metric": "mAP", "max_drop": -0.5}},
+     "variants.x field accuracy_control.max_drop: -0.5 is less than the minimum of 0"),
     ({"precision": "int8", "accuracy_control": {"metric": "top1", "max_drop": 0.1}},
      "variants.x field accuracy_control.metric: 'top1' is not one of"),
     ({"precision": "int8", "accuracy_control": {"metric": "mAP", "max_drop": -1}},

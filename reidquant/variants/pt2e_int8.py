@@ -45,15 +45,32 @@ def reports_sensitivity(spec: dict) -> bool:
     return True
 
 
-def build(name, spec, embedder, opts, example, calibration, path, validation=()) -> dict:
-    """Writes the quantized program to ``path``; with ``validation`` batches, returns each
-    quantized layer's SQNR on them (``sensitivity``), by torchao's numeric debugger."""
+def check(spec: dict, where: str) -> None:
+    auto, control = spec["float_modules"] == "auto", spec.get("accuracy_control")
+    if auto and not control:
+        raise ReidQuantError(f"{where} field float_modules: auto needs accuracy_control "
+                             "{metric, max_drop} to choose the layers by")
+    if control and not auto:
+        raise ReidQuantError(f"{where} field accuracy_control: applies with float_modules: auto only "
+                             "(a list of float_modules is already a choice)")
+
+
+def build(name, spec, embedder, opts, example, calibration, path, validation=(), selection=None) -> dict:
+    """Writes the quantized program to ``path``.
+
+    With ``validation`` batches, returns each quantized layer's SQNR on them (``sensitivity``,
+    by torchao's numeric debugger) and, for the most sensitive layers, the val cos_mean that
+    leaving that one layer in float gains. With ``float_modules: auto``, the layers left in
+    float are the most sensitive ones, as few as keep ``accuracy_control``'s budget on
+    ``selection`` (a ``reidquant.selection.SelectionSet``).
+    """
     import torch
     from torchao.quantization.pt2e._numeric_debugger import prepare_for_propagation_comparison
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
     from reidquant.model import reference_name
+    from reidquant.selection import cosine_set
     from reidquant.sensitivity import layer_sqnr
     from reidquant.variants import stage
     from reidquant.variants.torch_state import calibrate
@@ -61,32 +78,160 @@ def build(name, spec, embedder, opts, example, calibration, path, validation=())
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},)
     with stage(name, "export"):
         graph = torch.export.export(embedder, (example,), dynamic_shapes=dynamic).module()
-        # The float graph with loggers, made before quantization prepares the graph in place,
-        # with the BatchNorms after convolutions folded as prepare_pt2e folds them: a layer's
-        # output is then the same tensor in both graphs.
-        reference = prepare_for_propagation_comparison(folded(graph)) if validation else None
+        # The float graph with the BatchNorms after convolutions folded as prepare_pt2e folds
+        # them (which it does in place): a layer's output is then the same tensor in the float
+        # and the quantized graph, and a layer left in float gets exactly these weights.
+        float_graph = folded(graph)
+        auto = spec["float_modules"] == "auto"
+        layers = [] if auto else layers_under(name, spec["float_modules"], float_graph)
         quantizer = X86InductorQuantizer()
         quantizer.set_global(quantization_config(spec["activation_ranges"]))
-        for module in spec["float_modules"]:
-            quantizer.set_module_name_qconfig(module, None)
         prepared = prepare_pt2e(graph, quantizer)
         observe_input_by_min_max(prepared)
     with stage(name, "calibration"):
         calibrate(prepared, calibration, desc=f"calibrate {name}")
     with stage(name, "conversion"):
         converted = convert_pt2e(prepared)
+        converted.graph.eliminate_dead_code()
+    found = {}
+    if validation:
+        with stage(name, "per-layer sensitivity on val"):
+            rows = layer_sqnr(prepare_for_propagation_comparison(float_graph), converted, validation,
+                              lambda layer: reference_name(layer, opts["arch"]))
+            add_float_gains(rows, converted, float_graph, cosine_set(validation, embedder), desc=name)
+        found["sensitivity"] = rows
+    if auto:
+        with stage(name, f"choosing the layers left in float ({spec['accuracy_control']['metric']} on val, "
+                         f"max_drop {spec['accuracy_control']['max_drop']})"):
+            layers, control = choose_float_layers(name, spec["accuracy_control"], converted, float_graph,
+                                                  found["sensitivity"], selection)
+        found["accuracy_control"] = control
+    found["float_layers"] = layers
+    with stage(name, "export of the quantized program"):
+        if layers:
+            converted = with_float_layers(converted, float_graph, layers)
         # The int8 weights are new constants; drop the fp32 originals the graph no longer
         # reads, or the saved program would carry both.
-        converted.graph.eliminate_dead_code()
         drop_unread_tensors(converted)
         program = torch.export.export(converted, (example[:2],), dynamic_shapes=dynamic)
     program.example_inputs = None  # not part of the model: don't ship a batch of images with it
     save_program(program, path)
-    if not validation:
-        return {}
-    with stage(name, "per-layer sensitivity on val"):
-        return {"sensitivity": layer_sqnr(reference, converted, validation,
-                                          lambda layer: reference_name(layer, opts["arch"]))}
+    return found
+
+
+# For this many of the most sensitive layers, sensitivity.csv says what leaving each one alone
+# in float gains: one val pass of the quantized network each.
+GAIN_LAYERS = 5
+
+
+def layers_under(name: str, modules, float_graph) -> list[str]:
+    """The convolutions and linear layers inside each of ``modules`` (module names in the
+    embedder; a layer names itself), in network order."""
+    from reidquant.sensitivity import weighted_nodes
+
+    layers = list(weighted_nodes(float_graph))
+    chosen = []
+    for module in modules:
+        inside = [layer for layer in layers if layer == module or layer.startswith(module + ".")]
+        if not inside:
+            raise ReidQuantError(f"variant {name} field float_modules: {module!r} is not a convolution or linear layer of the "
+                                 f"network, nor a module holding one (e.g. {layers[0]}, {layers[-1]})")
+        chosen += [layer for layer in inside if layer not in chosen]
+    return [layer for layer in layers if layer in chosen]
+
+
+def with_float_layers(converted, float_graph, layers):
+    """A copy of a converted PT2E graph in which each of ``layers`` (convolutions or linear
+    layers by name) reads its input and its weights in floating point, as before quantization
+    (BatchNorms folded): its input's quantize/dequantize pair is bypassed and its int8 weights
+    replaced. Every other layer stays as calibrated, so one calibration serves every choice."""
+    import copy
+    import operator
+
+    from reidquant.sensitivity import weighted_nodes
+
+    model = copy.deepcopy(converted)
+    nodes, float_nodes = weighted_nodes(model), weighted_nodes(float_graph)
+    for index, layer in enumerate(layers):
+        node = nodes[layer]
+        value = node.args[0]
+        if "dequantize" in str(value.target) and "quantize" in str(getattr(value.args[0], "target", "")):
+            value = value.args[0].args[0]
+        weight = operator.attrgetter(float_nodes[layer].args[1].target)(float_graph)
+        attribute = f"_float_weight_{index}"
+        model.register_buffer(attribute, weight.detach().clone())
+        with model.graph.inserting_before(node):
+            weight_node = model.graph.get_attr(attribute)
+        node.args = (value, weight_node, *node.args[2:])
+    model.graph.eliminate_dead_code()
+    model.recompile()
+    return model
+
+
+def val_value(model, selection) -> float:
+    from reidquant.selection import embed_batches
+
+    return selection.value(embed_batches(model, selection.val + selection.gallery))[0]
+
+
+def add_float_gains(rows: list[dict], converted, float_graph, selection, desc: str) -> None:
+    """``cos_mean_gain`` of the ``GAIN_LAYERS`` lowest-SQNR rows: the val cos_mean with that
+    layer alone in float, less the fully quantized network's."""
+    from tqdm import tqdm
+
+    from reidquant.sensitivity import most_sensitive
+
+    base = val_value(converted, selection)
+    for row in tqdm(most_sensitive(rows, GAIN_LAYERS), desc=f"{desc}: one layer in float", unit="layer"):
+        row["cos_mean_gain"] = val_value(with_float_layers(converted, float_graph, [row["layer"]]), selection) - base
+
+
+def choose_float_layers(name, control: dict, converted, float_graph, rows, selection) -> tuple[list, dict]:
+    """The fewest most-sensitive layers (by SQNR on val) left in float that keep the val drop
+    within ``control['max_drop']``: counts tried by doubling, then halving the gap. A budget
+    that ``max_float_layers`` cannot meet is said in one line and the most faithful count tried
+    is built."""
+    import sys
+
+    from reidquant.sensitivity import most_sensitive
+
+    ranked = [row["layer"] for row in most_sensitive(rows, len(rows))]
+    limit = min(control.get("max_float_layers") or len(ranked), len(ranked))
+    tried = {}
+
+    def drop(count: int) -> float:
+        if count not in tried:
+            model = with_float_layers(converted, float_graph, ranked[:count]) if count else converted
+            tried[count] = selection.reference_value - val_value(model, selection)
+            print(f"variant {name}: {count} layer(s) in float: {control['metric']} drop {tried[count]:.6g}",
+                  file=sys.stderr)
+        return tried[count]
+
+    def within(count: int) -> bool:
+        return drop(count) <= control["max_drop"] + 1e-12
+
+    low, high = 0, 1  # low: a count over budget (or 0 untried); high: the next count to try
+    if within(0):
+        count = 0
+    else:
+        while high < limit and not within(high):
+            low, high = high, min(2 * high, limit)
+        if within(high):
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (low, middle) if within(middle) else (middle, high)
+            count = high
+        else:
+            count = min(tried, key=lambda k: (tried[k], k))
+    met = within(count)
+    if not met:
+        print(f"warning: variant {name}: accuracy_control.max_drop {control['max_drop']} not met on val: "
+              f"{control['metric']} drops {tried[count]:.6g} with {count} layer(s) in float "
+              f"(max_float_layers {limit}); built the most faithful setting tried", file=sys.stderr)
+    layers = ranked[:count]
+    return layers, {**control, "fp32_value": selection.reference_value,
+                    "value": selection.reference_value - tried[count], "drop": tried[count], "met": met,
+                    "tried": {str(k): v for k, v in sorted(tried.items())}}
 
 
 def folded(graph):
