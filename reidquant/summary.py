@@ -28,7 +28,7 @@ LATENCY = ["latency_b{b}_ms", "latency_b{b}_p90_ms", "latency_speedup_b{b}", "la
 DEPLOYMENT = ["first_embedding_s", "mem_mb"]
 EXTRA = ["arch", "type", "speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
          "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "top10_overlap", "compile_s", "quantize_s",
-         "calibration_images", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes",
+         "calibration_images", "float_layers", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes",
          "batch_size", "load_s", "cuda_mem_mb", "within_budget", "pareto"]
 SPEEDUPS = ("speedup", "speedup_lo", "speedup_hi")
 
@@ -98,7 +98,8 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
                                      "num_valid_query")},
             "device_name": t["device_name"], "threads": t["threads"], "torch": t["torch"],
             **deployment(t, reference), "quantize_s": q.get("quantize_s"),
-            "calibration_images": q.get("calibration_images"), "num_images": t.get("num_images"),
+            "calibration_images": q.get("calibration_images"),
+            "float_layers": len(q["float_layers"]) if "float_layers" in q else None, "num_images": t.get("num_images"),
             "height": q.get("height"), "width": q.get("width"),
         })
     table = pd.DataFrame.from_records(records)
@@ -289,16 +290,42 @@ def layer_sensitivity(variants, quantize_paths) -> dict[str, list[dict]]:
     return found
 
 
+def gain_note(row: dict) -> str:
+    gain = row.get("cos_mean_gain")
+    return "" if gain is None else f", {gain:+.2g} cos_mean in float"
+
+
 def sensitivity_markdown(layers: dict[str, list[dict]], count: int = 5) -> str:
     if not layers:
         return ""
     lines = ["", "## Most sensitive layers", "",
              f"The {count} quantized layers of each int8 row with the lowest SQNR against fp32 on the val images "
-             "(training identities, never calibrated on; `results/{variant}/sensitivity.csv` has every layer):", ""]
+             "(training identities, never calibrated on), with the val cos_mean that leaving that one layer in float "
+             "gains; `results/{variant}/sensitivity.csv` has every layer:", ""]
     for variant, rows in layers.items():
         worst = most_sensitive(rows, count)
-        lines.append(f"- **{variant}**: " + ", ".join(f"`{r['layer']}` ({r['sqnr_db']:.1f} dB)" for r in worst))
+        lines.append(f"- **{variant}**: " + ", ".join(f"`{r['layer']}` ({r['sqnr_db']:.1f} dB{gain_note(r)})"
+                                                   for r in worst))
     return "\n".join(lines) + "\n"
+
+
+def budget_markdown(quantize_paths) -> str:
+    """What each build with an ``accuracy_control`` budget reached on val, and what it left in float."""
+    lines = []
+    for path in dict.fromkeys(map(Path, quantize_paths)):
+        info = read_json(path)
+        control = info.get("accuracy_control")
+        if not control:
+            continue
+        layers = info.get("float_layers", [])
+        named = ", ".join(f"`{layer}`" for layer in layers[:8]) + (f" and {len(layers) - 8} more" if len(layers) > 8 else "")
+        lines.append(f"- **{info['variant']}**: {control['metric']} drop {control['drop']:.4g} on val against a budget of "
+                     f"{control['max_drop']:g} ({'met' if control['met'] else 'NOT met'}), "
+                     f"{len(layers)} layer(s) in float" + (f": {named}" if layers else ""))
+    if not lines:
+        return ""
+    return "\n".join(["", "## Budgeted builds", "",
+                      "Chosen on the val images alone (`quantize.json` has the details):", "", *lines]) + "\n"
 
 
 def report(jobs, skipped, quantize, timing, metrics, dataset: str, weights: str, outputs,
@@ -310,7 +337,7 @@ def report(jobs, skipped, quantize, timing, metrics, dataset: str, weights: str,
 
     layers = layer_sensitivity(sensitivity_variants, quantize)
     table = summarize(jobs, quantize, timing, metrics, dataset, weights, Path(outputs.csv), Path(outputs.markdown),
-                      skipped=skipped, select=select, extra_markdown=sensitivity_markdown(layers))
+                      skipped=skipped, select=select, extra_markdown=sensitivity_markdown(layers) + budget_markdown(quantize))
     plots.plot_summary(table, outputs, **(select or {}))
     for (variant, rows), path in zip(layers.items(), outputs.sensitivity):
         write_csv(rows, Path(path))

@@ -221,19 +221,45 @@ def test_sensitivity_is_named_written_and_drawn(tmp_path):
     rows = [{"index": i, "layer": layer, "reference_name": f"model.{layer}", "part": part,
              "op": "linear" if part == "embedding" else "conv2d", "sqnr_db": db}
             for i, ((layer, part), db) in enumerate(zip(layers, [30.0, 12.5, 25.0, 18.0]))]
+    rows[1]["cos_mean_gain"] = 0.0012
     write_json(tmp_path / "int8" / "quantize.json", {"type": "pt2e_int8", "sensitivity": rows})
     write_json(tmp_path / "fp32" / "quantize.json", {"type": "fp32"})
     paths = [tmp_path / "fp32" / "quantize.json", tmp_path / "int8" / "quantize.json"]
     found = layer_sensitivity(["int8"], paths)
     text = sensitivity_markdown(found, count=2)
     assert "## Most sensitive layers" in text
-    assert "- **int8**: `features.denseblock1.denselayer1.conv1` (12.5 dB), `embedding.0` (18.0 dB)" in text
+    assert ("- **int8**: `features.denseblock1.denselayer1.conv1` (12.5 dB, +0.0012 cos_mean in float), "
+            "`embedding.0` (18.0 dB)") in text
     assert sensitivity_markdown({}) == ""
     write_csv(found["int8"], tmp_path / "int8" / "sensitivity.csv")
     written = pd.read_csv(tmp_path / "int8" / "sensitivity.csv")
-    assert list(written.columns) == ["index", "layer", "reference_name", "part", "op", "sqnr_db"]
+    assert list(written.columns) == ["index", "layer", "reference_name", "part", "op", "sqnr_db", "cos_mean_gain"]
     assert written["sqnr_db"].tolist() == [30.0, 12.5, 25.0, 18.0]
+    assert written["cos_mean_gain"].isna().tolist() == [True, False, True, True]
     sensitivity_plot(found, tmp_path / "sensitivity.png")
     assert (tmp_path / "sensitivity.png").stat().st_size > 10_000
     with pytest.raises(ReidQuantError, match=r"fp32/quantize.json: no per-layer sensitivity recorded"):
         layer_sensitivity(["fp32"], paths)
+
+
+def test_budgeted_builds_say_what_they_reached_and_left_in_float(tmp_path):
+    from reidquant.summary import budget_markdown
+
+    control = {"metric": "cos_mean", "max_drop": 0.0005, "max_float_layers": 8, "fp32_value": 1.0}
+    records = {
+        "fp32": {"variant": "fp32", "type": "fp32"},
+        "int8_auto": {"variant": "int8_auto", "float_layers": ["features.conv0", "embedding.0"],
+                      "accuracy_control": {**control, "value": 0.9996, "drop": 0.0004, "met": True}},
+        "ov_int8_ac": {"variant": "ov_int8_ac", "float_layers": [f"layer{i}" for i in range(10)],
+                       "accuracy_control": {**control, "value": 0.999, "drop": 0.001, "met": False}},
+    }
+    paths = []
+    for name, record in records.items():
+        write_json(tmp_path / name / "quantize.json", record)
+        paths += [tmp_path / name / "quantize.json"] * 2  # one row per device
+    text = budget_markdown(paths)
+    assert text.count("- **") == 2 and "## Budgeted builds" in text
+    assert ("- **int8_auto**: cos_mean drop 0.0004 on val against a budget of 0.0005 (met), 2 layer(s) in float: "
+            "`features.conv0`, `embedding.0`") in text
+    assert "(NOT met), 10 layer(s) in float: `layer0`," in text and "`layer7` and 2 more" in text
+    assert budget_markdown(paths[:2]) == ""
