@@ -192,21 +192,23 @@ def training_curve(history: list[dict], path: Path, arch: str) -> None:
 
 
 def sensitivity(layers: dict[str, list[dict]], path: Path) -> None:
-    """Each int8 variant's per-layer SQNR against fp32 along the network, its stretches
-    (stem, dense blocks or stages, transitions, embedding head) shaded and named."""
-    fig = Figure(figsize=(10, 4))
-    ax = fig.subplots()
-    if not any(layers.values()):
+    """Each int8 variant's layers along the network, its stretches (stem, dense blocks or
+    stages, transitions, embedding head) shaded and named: the SQNR against fp32 above (PT2E),
+    the val cos_mean gained by leaving a layer in float below (every OpenVINO layer, PT2E's
+    five lowest-SQNR ones)."""
+    measures = [(key, label) for key, label in (("sqnr_db", "SQNR against fp32 on val (dB)"),
+                                                ("cos_mean_gain", "val cos_mean gained in float"))
+                if any(row.get(key) is not None for rows in layers.values() for row in rows)]
+    fig = Figure(figsize=(10, 2.5 + 2.5 * max(len(measures), 1)))
+    if not measures:
+        ax = fig.subplots()
         ax.text(0.5, 0.5, "no int8 variant of a type that measures its layers ran", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_axis_off()
         fig.savefig(path, dpi=120)
         return
+    axes = fig.subplots(len(measures), 1, sharex=True, squeeze=False)[:, 0]
     colours = colormaps["tab10"]
-    for i, (variant, rows) in enumerate(layers.items()):
-        finite = [r for r in rows if math.isfinite(r["sqnr_db"])]
-        ax.plot([r["index"] for r in finite], [r["sqnr_db"] for r in finite], ".-", lw=0.8, ms=3,
-                color=colours(i % 10), label=variant)
     longest = max(layers.values(), key=len)
     spans: list[list] = []  # [part, first index, last index]
     for row in longest:
@@ -214,14 +216,22 @@ def sensitivity(layers: dict[str, list[dict]], path: Path) -> None:
             spans[-1][2] = row["index"]
         else:
             spans.append([row["part"], row["index"], row["index"]])
-    for k, (part, first, last) in enumerate(spans):
-        if k % 2 == 0:
-            ax.axvspan(first - 0.5, last + 0.5, color="0.92", zorder=0)
-        ax.text((first + last) / 2, 1.01, part, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                fontsize=7, rotation=30 if last - first < 6 else 0)
-    ax.set_xlabel("quantized convolution / linear layer, in network order")
-    ax.set_ylabel("SQNR against fp32 on val (dB)")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    for ax, (key, label) in zip(axes, measures):
+        for i, (variant, rows) in enumerate(layers.items()):
+            points = [r for r in rows if r.get(key) is not None and math.isfinite(r[key])]
+            if points:
+                dense = len(points) > len(rows) // 2
+                ax.plot([r["index"] for r in points], [r[key] for r in points], ".-" if dense else "o",
+                        lw=0.8, ms=3 if dense else 5, color=colours(i % 10), label=variant)
+        for k, (part, first, last) in enumerate(spans):
+            if k % 2 == 0:
+                ax.axvspan(first - 0.5, last + 0.5, color="0.92", zorder=0)
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right" if key == "sqnr_db" else "upper right")
+    for part, first, last in spans:
+        axes[0].text((first + last) / 2, 1.01, part, transform=axes[0].get_xaxis_transform(), ha="center",
+                     va="bottom", fontsize=7, rotation=30 if last - first < 6 else 0)
+    axes[-1].set_xlabel("quantized convolution / linear layer, in network order")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

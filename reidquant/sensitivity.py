@@ -1,5 +1,7 @@
 """Which layers cost an int8 variant its fidelity: each quantized convolution's and linear
-layer's SQNR against fp32, measured on the prepared layout's ``val`` images.
+layer's SQNR against fp32 (PT2E), or the val cos_mean gained by leaving it in float
+(``cos_mean_gain``: OpenVINO's quantizer groups, and PT2E's five lowest-SQNR layers),
+measured on the prepared layout's ``val`` images.
 
 ``val`` (one image per training identity) is never calibrated on and never scored: what it
 says can guide a choice without touching the test split. The SQNR of a layer is that of its
@@ -145,7 +147,11 @@ def _rows(layers, signal: dict, noise: dict, reference_name) -> list[dict]:
 
 
 def most_sensitive(rows: list[dict], count: int = 5) -> list[dict]:
-    return sorted(rows, key=lambda row: row["sqnr_db"])[:count]
+    """The ``count`` lowest-SQNR rows; for rows measured only by what float gains (OpenVINO's),
+    the largest gains."""
+    if any(row.get("sqnr_db") is not None for row in rows):
+        return sorted(rows, key=lambda row: math.inf if row.get("sqnr_db") is None else row["sqnr_db"])[:count]
+    return sorted(rows, key=lambda row: -(row.get("cos_mean_gain") or 0.0))[:count]
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -153,6 +159,6 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
-            gain = row.get("cos_mean_gain")
-            writer.writerow({**row, "sqnr_db": f"{row['sqnr_db']:.3f}",
+            sqnr, gain = row.get("sqnr_db"), row.get("cos_mean_gain")
+            writer.writerow({**row, "sqnr_db": "" if sqnr is None else f"{sqnr:.3f}",
                              "cos_mean_gain": "" if gain is None else f"{gain:.6f}"})

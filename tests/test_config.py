@@ -54,7 +54,8 @@ def test_multi_scale_sizes():
 def test_spec_defaults_come_from_the_schema():
     spec = checked({"type": "pt2e_int8"}, schema_part("variants"), "--spec")
     assert spec == {"type": "pt2e_int8", "calibration_images": 256, "compile": True, "mixed_bf16": False,
-                    "activation_ranges": "histogram", "float_modules": [], "accuracy_control": None}
+                    "activation_ranges": "histogram", "float_modules": [], "sensitivity": True,
+                    "accuracy_control": None}
     assert checked({"type": "half", "dtype": "float16"}, schema_part("variants"), "--spec")["channels_last"] is True
 
 

@@ -222,14 +222,23 @@ def test_sensitivity_is_named_written_and_drawn(tmp_path):
              "op": "linear" if part == "embedding" else "conv2d", "sqnr_db": db}
             for i, ((layer, part), db) in enumerate(zip(layers, [30.0, 12.5, 25.0, 18.0]))]
     rows[1]["cos_mean_gain"] = 0.0012
+    # OpenVINO's layers: what reverting each one's quantizers to float gains, no SQNR.
+    ov_rows = [{**row, "sqnr_db": None, "cos_mean_gain": gain} for row, gain in zip(rows, [0.004, -1e-5, 2e-4, 0.0])]
     write_json(tmp_path / "int8" / "quantize.json", {"type": "pt2e_int8", "sensitivity": rows})
+    write_json(tmp_path / "ov_int8" / "quantize.json", {"type": "openvino", "sensitivity": ov_rows})
     write_json(tmp_path / "fp32" / "quantize.json", {"type": "fp32"})
-    paths = [tmp_path / "fp32" / "quantize.json", tmp_path / "int8" / "quantize.json"]
-    found = layer_sensitivity(["int8"], paths)
+    paths = [tmp_path / "fp32" / "quantize.json", tmp_path / "int8" / "quantize.json",
+             tmp_path / "ov_int8" / "quantize.json"]
+    found = layer_sensitivity(["int8", "ov_int8"], paths)
     text = sensitivity_markdown(found, count=2)
     assert "## Most sensitive layers" in text
     assert ("- **int8**: `features.denseblock1.denselayer1.conv1` (12.5 dB, +0.0012 cos_mean in float), "
             "`embedding.0` (18.0 dB)") in text
+    assert ("- **ov_int8**: `features.conv0` (+0.004 cos_mean in float), `features.transition1.conv` "
+            "(+0.0002 cos_mean in float)") in text
+    write_csv(found["ov_int8"], tmp_path / "ov_int8" / "sensitivity.csv")
+    written = pd.read_csv(tmp_path / "ov_int8" / "sensitivity.csv")
+    assert written["sqnr_db"].isna().all() and written["cos_mean_gain"].tolist() == [0.004, -1e-5, 2e-4, 0.0]
     assert sensitivity_markdown({}) == ""
     write_csv(found["int8"], tmp_path / "int8" / "sensitivity.csv")
     written = pd.read_csv(tmp_path / "int8" / "sensitivity.csv")

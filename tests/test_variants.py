@@ -22,7 +22,8 @@ SPECS = {name: complete(spec) for name, spec in {
     "int8": {"type": "pt2e_int8", "calibration_images": 8},  # compiled, as it ships
     "bf16": {"type": "half", "dtype": "bfloat16", "channels_last": True},
     "ov_fp32": {"type": "openvino", "precision": "fp32"},
-    "ov_int8": {"type": "openvino", "precision": "int8", "calibration_images": 8},
+    # Its per-layer sensitivity compiles the model once per quantizer group: tested on its own.
+    "ov_int8": {"type": "openvino", "precision": "int8", "calibration_images": 8, "sensitivity": False},
     "ov_fp32_throughput": {"type": "openvino", "precision": "fp32", "performance_hint": "throughput"},
     "ort_fp32": {"type": "onnxruntime", "precision": "fp32"},
     "ort_int8": {"type": "onnxruntime", "precision": "int8", "calibration_images": 8},
@@ -245,8 +246,32 @@ def test_eager_int8_folds_resnet50s_batchnorms(workspace):
     assert sum(type(m).__name__ == "Conv2d" and "quantized" in type(m).__module__ for m in modules) == 16 + 4
 
 
+def test_openvino_sensitivity_reverts_each_quantizer_group_alone(workspace, tmp_path, monkeypatch):
+    import openvino as ov
+    from nncf.quantization.algorithms.accuracy_control.ranker import Ranker
+
+    from reidquant.variants.openvino import float_layers
+
+    find_groups = Ranker.find_groups_of_quantizers_to_rank
+    # The groups nearest the output (NNCF lists them last layer first): every group is a
+    # compile, seconds each even for the tiny network.
+    monkeypatch.setattr(Ranker, "find_groups_of_quantizers_to_rank", lambda *a: find_groups(*a)[:6])
+    spec = complete({"type": "openvino", "precision": "int8", "calibration_images": 8})
+    info = quantize("ov_int8", spec, workspace / "weights", workspace / "pytorch", tmp_path / "m", H, W)
+    rows, layers = info["sensitivity"], weighted_layers(Embedder(load_checkpoint(workspace / "weights")[0]))
+    assert 0 < len(rows) < len(layers) and rows[-1]["layer"] == "embedding.0"
+    assert [row["layer"] for row in rows] == [layers[row["index"]] for row in rows]
+    assert all(row["sqnr_db"] is None and abs(row["cos_mean_gain"]) < 0.1 for row in rows)
+    assert any(row["cos_mean_gain"] != 0.0 for row in rows)
+    # The model built is the fully quantized one, its weights packed into int8.
+    model = ov.Core().read_model(tmp_path / "m" / "model.xml")
+    assert float_layers(model, layers) == []
+    assert info["size_bytes"] < 0.35 * sum(v.numel() * 4 for v in Embedder(load_checkpoint(workspace / "weights")[0])
+                                           .state_dict().values() if v.is_floating_point())
+
+
 def ov_int8_controlled(**control):
-    return complete({"type": "openvino", "precision": "int8", "calibration_images": 8,
+    return complete({"type": "openvino", "precision": "int8", "calibration_images": 8, "sensitivity": False,
                      "accuracy_control": {"metric": "cos_mean", "max_drop": 1.0, **control}})
 
 

@@ -55,18 +55,26 @@ def _range_estimator(setting: str):
     return getattr(RangeEstimatorParametersSet, setting.upper())
 
 
+def reports_sensitivity(spec: dict) -> bool:
+    return spec["precision"] == "int8" and spec["sensitivity"]
+
+
 def check(spec: dict, where: str) -> None:
     if spec.get("accuracy_control") and spec["precision"] != "int8":
         raise ReidQuantError(f"{where} field accuracy_control: applies to precision int8 only, "
                              f"not {spec['precision']} (nothing is quantized to control)")
 
 
-def build(name, spec, embedder, opts, example, calibration, path, selection=None) -> dict:
+def build(name, spec, embedder, opts, example, calibration, path, validation=(), selection=None) -> dict:
     """Writes the IR to ``path``. With ``accuracy_control``, ``selection`` (a
     ``reidquant.selection.SelectionSet``) is what NNCF's accuracy control validates on; the
-    layers it left in float and the val drop it reached are returned for ``quantize.json``."""
+    layers it left in float and the val drop it reached are returned for ``quantize.json``.
+    With ``validation`` batches, also each layer's ``sensitivity``: the val cos_mean gained by
+    reverting its quantizer group alone to float."""
     import openvino as ov
 
+    from reidquant.model import reference_name
+    from reidquant.selection import cosine_set
     from reidquant.sensitivity import weighted_layers
     from reidquant.variants import stage
 
@@ -75,9 +83,20 @@ def build(name, spec, embedder, opts, example, calibration, path, selection=None
                                  input=[ov.PartialShape([-1, 3, example.shape[2], example.shape[3]])])
     found = {}
     if spec["precision"] == "int8":
-        model = _quantized(name, spec, model, calibration, selection)
+        float_model = model
+        # Reverting a quantizer group reads the weights as float constants behind their
+        # FakeQuantize: they are packed into int8 only once the layers are measured.
+        model = _quantized(name, spec, model, calibration, selection, pack_weights=not validation)
         if spec["accuracy_control"]:
             found.update(_controlled(name, spec["accuracy_control"], model, selection, weighted_layers(embedder)))
+        if validation:
+            from openvino._offline_transformations import compress_quantize_weights_transformation
+
+            with stage(name, "per-layer sensitivity on val (each quantizer group in float)"):
+                found["sensitivity"] = group_gains(name, float_model, model, cosine_set(validation, embedder),
+                                                   weighted_layers(embedder),
+                                                   lambda layer: reference_name(layer, opts["arch"]))
+            compress_quantize_weights_transformation(model)
     with stage(name, "saving the IR"):
         ov.save_model(model, path, compress_to_fp16=spec["precision"] == "bf16")
     return found
@@ -103,6 +122,53 @@ def _controlled(name, control: dict, model, selection, layer_names) -> dict:
     return {"float_layers": left,
             "accuracy_control": {**control, "fp32_value": selection.reference_value, "value": value, "drop": drop,
                                  "met": met}}
+
+
+def group_gains(name, float_model, quantized, selection, layer_names, reference_name) -> list[dict]:
+    """Per convolution and linear layer, in network order: the val cos_mean gained by reverting
+    to float the quantizer group it belongs to, alone, as NNCF's accuracy control ranks groups
+    (the same groups, the original weights and biases restored).
+
+    This, not a per-layer SQNR, because the CPU plugin's int8 graph cannot be read inside
+    without changing it: asking for a convolution's output changes which kernels run.
+    """
+    import openvino as ov
+    import torch
+    from nncf.common.factory import build_graph
+    from nncf.common.quantization.quantizer_removal import revert_operations_to_floating_point_precision
+    from nncf.quantization.advanced_parameters import RestoreMode
+    from nncf.quantization.algorithms.accuracy_control.algorithm import QuantizationAccuracyRestorer
+    from nncf.quantization.algorithms.accuracy_control.openvino_backend import OVAccuracyControlAlgoBackend
+    from nncf.quantization.algorithms.accuracy_control.ranker import Ranker
+    from tqdm import tqdm
+
+    from reidquant.sensitivity import part_of
+
+    backend = OVAccuracyControlAlgoBackend()
+    graph = build_graph(quantized)
+    QuantizationAccuracyRestorer._collect_original_biases_and_weights(build_graph(float_model), graph, float_model,
+                                                                      backend)
+    groups = Ranker(selection.num_val, None, backend, None).find_groups_of_quantizers_to_rank(graph)
+    validate, _ = _validation(selection)
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+
+    def value(model) -> float:
+        return validate(core.compile_model(model, "CPU", config), range(selection.num_val))[0]
+
+    layers = ir_layers(quantized, layer_names)
+    base, gains = value(quantized), {}
+    for group in tqdm(groups, desc=f"{name}: each quantizer group in float", unit="group"):
+        reverted = revert_operations_to_floating_point_precision(
+            group.operations, group.quantizers, quantized, graph, RestoreMode.ACTIVATIONS_AND_WEIGHTS,
+            backend.get_op_with_weights_metatypes(), backend.is_node_with_weight, backend.get_weight_tensor_port_ids)
+        gain = value(reverted) - base
+        for operation in group.operations:
+            if operation.node_name in layers:
+                gains[layers[operation.node_name][0]] = gain
+    return [{"index": index, "layer": layer, "reference_name": reference_name(layer), "part": part_of(layer),
+             "op": op, "sqnr_db": None, "cos_mean_gain": gains[layer]}
+            for index, (layer, op) in enumerate(layers.values()) if layer in gains]
 
 
 IR_OPS = {"Convolution": "conv2d", "MatMul": "linear"}
@@ -143,13 +209,14 @@ def float_layers(model, layer_names) -> list[str]:
             if op.get_friendly_name() in layers and not quantized(op.input_value(1).get_node())]
 
 
-def _quantized(name, spec, model, calibration, selection=None):
+def _quantized(name, spec, model, calibration, selection=None, pack_weights: bool = True):
     import nncf
+    from nncf.openvino.quantization.backend_parameters import BackendParameters
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     from reidquant.variants import stage
 
-    advanced = AdvancedQuantizationParameters()
+    advanced = AdvancedQuantizationParameters(backend_params={BackendParameters.COMPRESS_WEIGHTS: pack_weights})
     estimator = _range_estimator(spec["range_estimator"])
     if estimator is not None:
         advanced.activations_range_estimator_params = estimator

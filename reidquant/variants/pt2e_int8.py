@@ -42,7 +42,7 @@ def runtime(spec: dict) -> str:
 
 
 def reports_sensitivity(spec: dict) -> bool:
-    return True
+    return spec["sensitivity"] or spec["float_modules"] == "auto"
 
 
 def check(spec: dict, where: str) -> None:
