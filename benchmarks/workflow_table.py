@@ -19,12 +19,12 @@ import pandas as pd
 from reidquant.configcheck import checked, schema_part
 from reidquant.devices import cpu_model
 from reidquant.jsonio import write_text
-from reidquant.summary import latency_batches, sensitivity_markdown, what_to_ship
+from reidquant.summary import budget_markdown, latency_batches, sensitivity_markdown, what_to_ship
 from reidquant.variants import describe
 
 COLUMNS = ["variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",
            "speedup", "speedup_lo", "speedup_hi", "rank1", "mAP", "mAP_lo", "mAP_hi", "mAP_delta", "mAP_delta_lo",
-           "mAP_delta_hi", "cos_mean", "cos_min", "top1_agreement", "compile_s"]
+           "mAP_delta_hi", "cos_mean", "cos_min", "top1_agreement", "compile_s", "float_layers"]
 LATENCY_SHOWN = ["latency_b{b}_ms", "latency_b{b}_p90_ms", "latency_speedup_b{b}"]
 
 
@@ -87,10 +87,15 @@ def main() -> None:
         lines[-1] += "\n| " + " | ".join(cells) + " |"
     lines.extend(sentence(row) for row in table.itertuples(index=False))
     lines.append(what_to_ship(table, **select).replace("## What to ship", "### What to ship", 1).replace("\n### ", "\n#### "))
-    layers = {path.parent.name: pd.read_csv(path).to_dict("records")
-              for path in sorted(args.results.glob("*/sensitivity.csv"))}
+    layers = {}
+    for path in sorted(args.results.glob("*/sensitivity.csv")):
+        rows = pd.read_csv(path)  # a blank cell (not measured) is None, as in quantize.json
+        layers[path.parent.name] = rows.astype(object).where(rows.notna(), None).to_dict("records")
     if layers:
         lines.append(sensitivity_markdown(layers).strip().replace("## Most sensitive layers", "### Most sensitive layers", 1))
+    budgets = budget_markdown(sorted(args.results.glob("*/quantize.json")))
+    if budgets:
+        lines.append(budgets.strip().replace("## Budgeted builds", "### Budgeted builds", 1))
     write_text(args.out, "\n\n".join(lines) + "\n")
     print(args.out.read_text())
 

@@ -161,4 +161,4 @@ def write_csv(rows: list[dict], path: Path) -> None:
         for row in rows:
             sqnr, gain = row.get("sqnr_db"), row.get("cos_mean_gain")
             writer.writerow({**row, "sqnr_db": "" if sqnr is None else f"{sqnr:.3f}",
-                             "cos_mean_gain": "" if gain is None else f"{gain:.6f}"})
+                             "cos_mean_gain": "" if gain is None else f"{gain:.6g}"})
