@@ -320,9 +320,11 @@ def budget_markdown(quantize_paths) -> str:
         if not control:
             continue
         layers = info.get("float_layers", [])
-        named = ", ".join(f"`{layer}`" for layer in layers[:8]) + (f" and {len(layers) - 8} more" if len(layers) > 8 else "")
-        lines.append(f"- **{info['variant']}**: {control['metric']} drop {control['drop']:.4g} on val against a budget of "
-                     f"{control['max_drop']:g} ({'met' if control['met'] else 'NOT met'}), "
+        named = ", ".join(f"`{layer}`" for layer in layers[:8])
+        if len(layers) > 8:
+            named += f" and {len(layers) - 8} more"
+        lines.append(f"- **{info['variant']}**: {control['metric']} drop {control['drop']:.4g} on val against a "
+                     f"budget of {control['max_drop']:g} ({'met' if control['met'] else 'NOT met'}), "
                      f"{len(layers)} layer(s) in float" + (f": {named}" if layers else ""))
     if not lines:
         return ""
@@ -339,7 +341,8 @@ def report(jobs, skipped, quantize, timing, metrics, dataset: str, weights: str,
 
     layers = layer_sensitivity(sensitivity_variants, quantize)
     table = summarize(jobs, quantize, timing, metrics, dataset, weights, Path(outputs.csv), Path(outputs.markdown),
-                      skipped=skipped, select=select, extra_markdown=sensitivity_markdown(layers) + budget_markdown(quantize))
+                      skipped=skipped, select=select,
+                      extra_markdown=sensitivity_markdown(layers) + budget_markdown(quantize))
     plots.plot_summary(table, outputs, **(select or {}))
     for (variant, rows), path in zip(layers.items(), outputs.sensitivity):
         write_csv(rows, Path(path))

@@ -134,8 +134,9 @@ def layers_under(name: str, modules, float_graph) -> list[str]:
     for module in modules:
         inside = [layer for layer in layers if layer == module or layer.startswith(module + ".")]
         if not inside:
-            raise ReidQuantError(f"variant {name} field float_modules: {module!r} is not a convolution or linear layer of the "
-                                 f"network, nor a module holding one (e.g. {layers[0]}, {layers[-1]})")
+            raise ReidQuantError(f"variant {name} field float_modules: {module!r} is not a convolution or "
+                                 f"linear layer of the network, nor a module holding one (e.g. {layers[0]}, "
+                                 f"{layers[-1]})")
         chosen += [layer for layer in inside if layer not in chosen]
     return [layer for layer in layers if layer in chosen]
 
