@@ -3,12 +3,16 @@
 Eager mode, QuantStub/DeQuantStub around the model, what the architecture can fuse fused
 (the head's Linear+BatchNorm1d; on ResNet-50 also every conv-bn(-relu)),
 ``default_qconfig`` (per-tensor min/max), calibration on a handful of training images.
+Run by fbgemm, the engine ``default_qconfig`` (7-bit activations) is made for: PyTorch's
+default ``x86`` engine sends it to oneDNN on CPUs with AMX, where an untrained ResNet-50's
+embedding fell to cosine 0.79 to fp32 (0.997 by fbgemm, the same model and images).
 """
 
 from __future__ import annotations
 
 NAME = "eager_int8"
 ARTIFACT = WEIGHTS = "model.pt"
+ENGINE = "fbgemm"
 
 
 def calibrated(spec: dict) -> bool:
@@ -24,7 +28,7 @@ def precision(spec: dict) -> str:
 
 
 def runtime(spec: dict) -> str:
-    return "torch"
+    return f"torch {ENGINE}"
 
 
 def _prepared(embedder, arch: str):
@@ -45,6 +49,7 @@ def _prepared(embedder, arch: str):
         def forward(self, x):
             return self.dequant(self.model(self.quant(x)))
 
+    torch.backends.quantized.engine = ENGINE
     wrapped = SeedQuantWrapper(architecture(arch).eager_quantizable(embedder)).eval()
     wrapped.qconfig = torch.ao.quantization.default_qconfig
     torch.ao.quantization.prepare(wrapped, inplace=True)
