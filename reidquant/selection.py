@@ -99,3 +99,23 @@ def selection_set(metric: str, data_root: Path, height: int, width: int, fp32_fo
     chosen = SelectionSet(metric, val, gallery, labels, reference, 0.0)
     chosen.reference_value = chosen.value(reference)[0]
     return chosen
+
+
+def within_budget(drop: float, control: dict) -> bool:
+    """Whether a val drop keeps ``accuracy_control``'s ``max_drop`` (float rounding forgiven)."""
+    return drop <= control["max_drop"] + 1e-12
+
+
+def budget_record(name: str, control: dict, fp32_value: float, value: float, float_count: int,
+                  limit_note: str = "", tried_by: str = "") -> dict:
+    """What a budgeted build reached on val, for ``quantize.json``; a budget it did not meet is
+    said in one warning line."""
+    import sys
+
+    drop = fp32_value - value
+    met = within_budget(drop, control)
+    if not met:
+        print(f"warning: variant {name}: accuracy_control.max_drop {control['max_drop']} not met on val: "
+              f"{control['metric']} drops {drop:.6g} with {float_count} layer(s) in float{limit_note}; built the "
+              f"most faithful setting {tried_by}tried", file=sys.stderr)
+    return {**control, "fp32_value": fp32_value, "value": value, "drop": drop, "met": met}

@@ -105,23 +105,17 @@ def build(name, spec, embedder, opts, example, calibration, path, validation=(),
 def _controlled(name, control: dict, model, selection, layer_names) -> dict:
     """What accuracy control left in float and the val drop it reached; a budget it could not
     meet is said in one line (NNCF keeps the most faithful model it tried, which is built)."""
-    import sys
-
     import openvino as ov
+
+    from reidquant.selection import budget_record
 
     validate, _ = _validation(selection)
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     value = validate(compiled, range(selection.num_val))[0]
-    drop = selection.reference_value - value
     left = float_layers(model, layer_names)
-    met = drop <= control["max_drop"] + 1e-12
-    if not met:
-        print(f"warning: variant {name}: accuracy_control.max_drop {control['max_drop']} not met on val: "
-              f"{control['metric']} drops {drop:.6g} with {len(left)} layer(s) in float; built the most "
-              f"faithful setting NNCF tried", file=sys.stderr)
     return {"float_layers": left,
-            "accuracy_control": {**control, "fp32_value": selection.reference_value, "value": value, "drop": drop,
-                                 "met": met}}
+            "accuracy_control": budget_record(name, control, selection.reference_value, value, len(left),
+                                              tried_by="NNCF ")}
 
 
 def group_gains(name, float_model, quantized, selection, layer_names, reference_name) -> list[dict]:

@@ -194,22 +194,24 @@ def choose_float_layers(name, control: dict, converted, float_graph, rows, selec
     is built."""
     import sys
 
+    from reidquant.selection import budget_record, within_budget
     from reidquant.sensitivity import most_sensitive
 
     ranked = [row["layer"] for row in most_sensitive(rows, len(rows))]
     limit = min(control.get("max_float_layers") or len(ranked), len(ranked))
-    tried = {}
+    values, tried = {}, {}  # count of layers in float -> its val value, and its drop
 
     def drop(count: int) -> float:
         if count not in tried:
             model = with_float_layers(converted, float_graph, ranked[:count]) if count else converted
-            tried[count] = selection.reference_value - val_value(model, selection)
+            values[count] = val_value(model, selection)
+            tried[count] = selection.reference_value - values[count]
             print(f"variant {name}: {count} layer(s) in float: {control['metric']} drop {tried[count]:.6g}",
                   file=sys.stderr)
         return tried[count]
 
     def within(count: int) -> bool:
-        return drop(count) <= control["max_drop"] + 1e-12
+        return within_budget(drop(count), control)
 
     low, high = 0, 1  # low: a count over budget (or 0 untried); high: the next count to try
     if within(0):
@@ -224,15 +226,9 @@ def choose_float_layers(name, control: dict, converted, float_graph, rows, selec
             count = high
         else:
             count = min(tried, key=lambda k: (tried[k], k))
-    met = within(count)
-    if not met:
-        print(f"warning: variant {name}: accuracy_control.max_drop {control['max_drop']} not met on val: "
-              f"{control['metric']} drops {tried[count]:.6g} with {count} layer(s) in float "
-              f"(max_float_layers {limit}); built the most faithful setting tried", file=sys.stderr)
-    layers = ranked[:count]
-    return layers, {**control, "fp32_value": selection.reference_value,
-                    "value": selection.reference_value - tried[count], "drop": tried[count], "met": met,
-                    "tried": {str(k): v for k, v in sorted(tried.items())}}
+    record = budget_record(name, control, selection.reference_value, values[count], count,
+                           limit_note=f" (max_float_layers {limit})")
+    return ranked[:count], {**record, "tried": {str(k): v for k, v in sorted(tried.items())}}
 
 
 def folded(graph):
