@@ -19,7 +19,8 @@ import pandas as pd
 from reidquant.configcheck import checked, schema_part
 from reidquant.devices import cpu_model
 from reidquant.jsonio import write_text
-from reidquant.summary import budget_markdown, latency_batches, sensitivity_markdown, what_to_ship
+from reidquant.markdown import budget_markdown, sensitivity_markdown, what_to_ship
+from reidquant.table import latency_batches
 from reidquant.variants import describe
 
 COLUMNS = ["variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",

@@ -55,7 +55,9 @@ def _scalar(text: str, schema: dict):
     allowed = schema.get("type", [])
     allowed = {allowed} if isinstance(allowed, str) else set(allowed)
     allowed |= {JSON_TYPES[type(v)] for v in schema.get("enum", [])}
-    if "string" in allowed:
+    # A string the schema takes as it is; in an enum, only one of its own strings (so that
+    # "false" in enum [auto, true, false] reads as the boolean).
+    if "string" in allowed and text in schema.get("enum", [text]):
         return None if "null" in allowed and text in ("null", "~") else text
     try:
         parsed = yaml.safe_load(text)

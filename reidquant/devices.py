@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,27 +19,68 @@ from reidquant.errors import ReidQuantError
 DEVICES = ("cpu", "cuda")
 
 
-@functools.cache
-def cpuinfo() -> dict[str, str]:
-    """The first processor's entries of ``/proc/cpuinfo`` (empty where there is none)."""
+def parse_cpuinfo(text: str) -> dict[str, str]:
+    """The first processor's entries of a ``/proc/cpuinfo`` text."""
     entries = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
+    for line in text.splitlines():
+        if not line.strip():
+            if entries:
                 break
-            key, _, value = line.partition(":")
-            entries[key.strip()] = value.strip()
-    except OSError:
-        pass
+            continue
+        key, _, value = line.partition(":")
+        entries[key.strip()] = value.strip()
     return entries
 
 
-def cpu_flags() -> frozenset[str]:
-    return frozenset(cpuinfo().get("flags", "").split())
+@functools.cache
+def cpuinfo() -> dict[str, str]:
+    """The first processor's entries of ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return {}
 
 
-def cpu_model() -> str:
-    return cpuinfo().get("model name") or platform.processor() or platform.machine()
+def cpu_flags(info: dict[str, str] | None = None) -> frozenset[str]:
+    """x86's ``flags``, or Arm's ``Features``."""
+    info = cpuinfo() if info is None else info
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
+
+
+# A name that says which processor it is carries a model number (EPYC 7763, Platinum 8480+);
+# a virtual machine's often does not ("AMD EPYC Processor", "Intel(R) Xeon(R) CPU @ 2.20GHz").
+_MODEL_NUMBER = re.compile(r"\b(?=\w*\d)\w{3,}\b")  # 7763, 8488C, 9R14
+
+
+def cpu_model(info: dict[str, str] | None = None) -> str:
+    """The CPU's model name, with its family and model numbers where the name is generic."""
+    info = cpuinfo() if info is None else info
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if _MODEL_NUMBER.search(re.sub(r"@\s*[\d.]+\s*GHz", "", name)) or "cpu family" not in info:
+        return name
+    return f"{name} (family {info['cpu family']}, model {info.get('model', '?')})"
+
+
+# The best int8 dot-product path of a CPU, best first. With VNNI (or AMX, or Arm's dot
+# products) u8 x s8 products accumulate straight into 32 bits; without it (avx512, avx2, sse)
+# they are summed in pairs into saturating 16-bit lanes first, which int8 recipes made for
+# VNNI overflow.
+ISAS = ("amx", "avx512_vnni", "avx_vnni", "avx512", "avx2", "sse", "neon_i8mm", "neon_dotprod", "neon", "unknown")
+SATURATING_ISAS = frozenset({"avx512", "avx2", "sse"})
+_ISA_FLAGS = (("amx", {"amx_int8"}), ("avx512_vnni", {"avx512_vnni"}), ("avx_vnni", {"avx_vnni"}),
+              ("avx512", {"avx512bw"}), ("avx2", {"avx2"}), ("sse", {"sse4_1"}), ("neon_i8mm", {"i8mm"}),
+              ("neon_dotprod", {"asimddp"}), ("neon", {"asimd"}))
+
+
+def cpu_isa(flags: frozenset[str] | None = None) -> str:
+    """The best int8 dot-product instruction set of the CPU (one of ``ISAS``), from its flags."""
+    flags = cpu_flags() if flags is None else flags
+    return next((isa for isa, needed in _ISA_FLAGS if needed <= flags), "unknown")
+
+
+def saturates_int8(isa: str) -> bool:
+    """Whether int8 products saturate in 16-bit lanes on ``isa`` (no VNNI)."""
+    return isa in SATURATING_ISAS
 
 
 def available_cores() -> int:
@@ -58,7 +100,7 @@ def set_threads(threads: int | None) -> int:
 
 def cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX: the CPU computes bfloat16 natively instead of emulating it."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & cpu_flags())
 
 
 @functools.cache

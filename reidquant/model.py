@@ -3,8 +3,9 @@
 Module names match Person_reID_baseline_pytorch so that its published ``net_last.pth``
 loads strictly. The networks themselves (``ft_net_dense``, ``ft_net``) are in
 ``reidquant.architectures``, one module each; ``opts.yaml`` says which one a checkpoint
-holds. Both end in the same ``ClassBlock``: ``classifier.add_block`` is Linear → BatchNorm1d
-(→ Dropout), the embedding, and ``classifier.classifier`` the identity logits.
+holds. Both end in the same ``ClassBlock`` (``reidquant.architectures.head``):
+``classifier.add_block`` is Linear → BatchNorm1d (→ Dropout), the embedding, and
+``classifier.classifier`` the identity logits.
 """
 
 from __future__ import annotations
@@ -22,37 +23,6 @@ from reidquant.safeload import load_tensors
 
 REQUIRED_OPTS = ("nclasses",)
 DEFAULT_OPTS = {"stride": 2, "linear_num": 512, "droprate": 0.5, "h": 256, "w": 128}
-
-
-def weights_init_kaiming(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.kaiming_normal_(module.weight, a=0, mode="fan_out")
-        nn.init.constant_(module.bias, 0.0)
-    elif isinstance(module, nn.BatchNorm1d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.constant_(module.bias, 0.0)
-
-
-def weights_init_classifier(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=0.001)
-        nn.init.constant_(module.bias, 0.0)
-
-
-class ClassBlock(nn.Module):
-    """Linear → BatchNorm1d → Dropout (the embedding), then the identity classifier."""
-
-    def __init__(self, input_dim: int, class_num: int, droprate: float, linear: int = 512):
-        super().__init__()
-        self.add_block = nn.Sequential(nn.Linear(input_dim, linear), nn.BatchNorm1d(linear))
-        if droprate > 0:
-            self.add_block.append(nn.Dropout(p=droprate))
-        self.add_block.apply(weights_init_kaiming)
-        self.classifier = nn.Sequential(nn.Linear(linear, class_num))
-        self.classifier.apply(weights_init_classifier)
-
-    def forward(self, x):
-        return self.classifier(self.add_block(x))
 
 
 class Embedder(nn.Module):

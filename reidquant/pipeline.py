@@ -12,7 +12,7 @@ import torch
 
 from reidquant.configcheck import check_input_size
 from reidquant.data import load_batch
-from reidquant.devices import cpu_model, device_available, resident_bytes, set_threads
+from reidquant.devices import cpu_isa, cpu_model, device_available, resident_bytes, set_threads
 from reidquant.errors import ReidQuantError
 from reidquant.features import extract_dataset, latency, model_throughput, timing_images
 from reidquant.jsonio import write_json
@@ -24,6 +24,8 @@ from reidquant.selection import selection_set
 from reidquant.variants import (
     artifact_path,
     build_artifact,
+    build_record,
+    deployed_spec,
     is_calibrated,
     labels,
     load_runner,
@@ -168,6 +170,11 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
     check_input_size(s.height, s.width, s.ms)
     threads = set_threads(s.threads)
     artifact_path(artifact, spec)  # a missing artifact is said before any image is read
+    spec, built = deployed_spec(artifact, spec), build_record(artifact)
+    if device == "cpu" and built["cpu_isa"] != cpu_isa():
+        print(f"warning: variant {name} was built on a CPU with {built['cpu_isa']} int8 instructions "
+              f"({built['cpu_model']}) and runs on one with {cpu_isa()} ({cpu_model()}): its saturation guard "
+              f"was chosen for the other", file=sys.stderr)
     images = timing_images(Path(data_root), s.height, s.width, {1, s.batch_size, *s.latency_batches})
     phases = {}
     runner, profile = cold_start(artifact, spec, device, name, images[1], s.warmup)
@@ -190,6 +197,11 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
         "device": device,
         "dataset": dataset_label or str(data_root),
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_model(),
+        "cpu_model": cpu_model(),
+        "cpu_isa": cpu_isa(),
+        "build_cpu_model": built["cpu_model"],
+        "build_cpu_isa": built["cpu_isa"],
+        "saturation_guard": built.get("saturation_guard"),
         "threads": threads,
         "torch": torch.__version__,
         **labels(spec),

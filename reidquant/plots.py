@@ -14,6 +14,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from reidquant.table import latency_batches
+
 MARKERS = {"cpu": "o", "cuda": "s"}
 
 
@@ -105,8 +107,6 @@ def latency_vs_accuracy(table: pd.DataFrame, path: Path, min_cos: float = 0.995,
     """Smallest-batch latency speedup over fp32 (log axis) against ``mAP_delta`` with its paired
     interval; every point named beside it, the Pareto front drawn, the budget's mAP floor
     shaded; rows outside the budget hollow."""
-    from reidquant.summary import latency_batches
-
     b = latency_batches(table)[0]
     speed = f"latency_speedup_b{b}"
     fig = Figure(figsize=(9, 5.5))

@@ -1,5 +1,6 @@
 """``python -m reidquant`` on bad input: one line naming what and where, a non-zero exit, no traceback."""
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, market_like, run_cli, write_mat
+from conftest import ROOT, market_like, run_cli, synthetic_prepared, write_mat
 from reidquant.model import save_untrained
 from reidquant.pipeline import quantize
 from reidquant.variants import complete
@@ -148,6 +149,8 @@ def test_crafted_pickles_are_refused_and_nothing_runs(fp32_artifact, tmp_path):
     one_gallery_image(tmp_path)
     artifact = tmp_path / "artifact"
     artifact.mkdir()
+    # The build's record is plain JSON: a crafted folder carries one as easily as a real build.
+    shutil.copy2(fp32_artifact / "build.json", artifact / "build.json")
     torch.save({"type": "fp32", "opts": {}, "state_dict": {}, "payload": RunsCode(marker)}, artifact / "model.pt")
     result = run_cli("extract", "--artifact", artifact, "--spec", '{"type": "fp32"}', "--data", tmp_path,
                      "--out", tmp_path / "f.mat", "--timing", tmp_path / "t.json", "--height", 64, "--width", 32)
@@ -211,3 +214,46 @@ def test_extract_prints_a_timing_without_per_call_lists():
 
     timing = {"speedup": 2.0, "batch_s": [1.0], "latency": {"1": {"median_ms": 3.0, "call_s": [0.003]}}}
     assert without_lists(timing) == {"speedup": 2.0, "latency": {"1": {"median_ms": 3.0}}}
+
+
+def test_an_extraction_on_another_cpu_kind_warns_and_records_both(fp32_artifact, tmp_path):
+    import json
+
+    from reidquant.devices import cpu_isa
+
+    moved = tmp_path / "built_elsewhere"
+    shutil.copytree(fp32_artifact, moved)
+    record = json.loads((moved / "build.json").read_text())
+    other = "avx2" if cpu_isa() != "avx2" else "amx"
+    record.update(cpu_isa=other, cpu_model="another CPU")
+    (moved / "build.json").write_text(json.dumps(record))
+    data = synthetic_prepared(tmp_path, train_ids=2, test_ids=2, images_per_camera=1, cameras_per_id=2,
+                              distractors=0, junk=0, multi_query_per_query=0)
+    result = run_cli("extract", "--artifact", moved, "--spec", '{"type": "fp32"}', "--data", data,
+                     "--out", tmp_path / "f.mat", "--timing", tmp_path / "t.json", "--height", 64, "--width", 32,
+                     "--latency-batches", 1, "--latency-rounds", 1)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: variant built_elsewhere was built on a CPU with {other} int8 instructions (another "
+                        f"CPU) and runs on one with {cpu_isa()} ({json.loads((tmp_path / 't.json').read_text())['cpu_model']}): "
+                        "its saturation guard was chosen for the other"]
+    timing = json.loads((tmp_path / "t.json").read_text())
+    assert (timing["build_cpu_isa"], timing["cpu_isa"]) == (other, cpu_isa())
+
+
+def test_a_spec_naming_another_guard_than_the_build_used_is_refused(fp32_artifact, tmp_path):
+    import json
+
+    moved = tmp_path / "guarded"
+    shutil.copytree(fp32_artifact, moved)
+    record = json.loads((moved / "build.json").read_text())
+    record.update(type="onnxruntime", saturation_guard={"option": "reduce_range", "setting": "auto", "used": True,
+                                                        "cpu_isa": "avx2"})
+    (moved / "build.json").write_text(json.dumps(record))
+    (moved / "model.onnx").write_bytes(b"")
+    one_gallery_image(tmp_path)
+    result = run_cli("extract", "--artifact", moved, "--spec",
+                     '{"type": "onnxruntime", "precision": "int8", "reduce_range": false}', "--data", tmp_path,
+                     "--out", tmp_path / "f.mat", "--timing", tmp_path / "t.json")
+    assert_one_line_error(result, "build.json: built with reduce_range True, but the spec says False (build it again")
+    assert not (tmp_path / "f.mat").exists()

@@ -4,7 +4,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from reidquant.errors import ReidQuantError, run_for_user
 from reidquant.rulelog import run_rule
-from reidquant.variants import stage
+from reidquant.variants.base import stage
 
 
 class BrokenImages(Dataset):

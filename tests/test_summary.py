@@ -10,7 +10,8 @@ from reidquant.errors import ReidQuantError
 from reidquant.features import Runner, model_throughput
 from reidquant.jsonio import write_json
 from reidquant.stats import bootstrap_interval
-from reidquant.summary import COLUMNS, EXTRA, columns, markdown, rows, what_to_ship
+from reidquant.markdown import markdown, what_to_ship
+from reidquant.table import COLUMNS, EXTRA, columns, rows
 
 
 def test_bootstrap_interval_is_seeded_and_covers_the_mean(rng):
@@ -48,14 +49,14 @@ def test_reference_is_timed_in_alternating_rounds(monkeypatch):
 
 
 def write_job(root, variant, ap, rank1, speedup=None, num_query=None, weights="trained", latency_speedup=None,
-              cos_min=0.9, size_bytes=None):
+              cos_min=0.9, size_bytes=None, precision=None, cpu_isa="amx"):
     folder = root / variant
     write_json(folder / "quantize.json", {"type": "fp32" if variant == "fp32" else "pt2e_int8",
                                           "size_bytes": size_bytes or (1000 if variant == "fp32" else 250),
                                           "quantize_s": 1.0,
                                           "weights": weights, "dataset": "synthetic", "arch": "ft_net"})
-    timing = {"precision": variant, "runtime": "torch", "model_img_per_s": 10.0, "extract_img_per_s": 5.0,
-              "device_name": "cpu", "threads": 2, "torch": "x", "dataset": "synthetic", "batch_size": 32,
+    timing = {"precision": precision or variant, "runtime": "torch", "model_img_per_s": 10.0, "extract_img_per_s": 5.0,
+              "device_name": "cpu", "cpu_model": "a CPU", "cpu_isa": cpu_isa, "threads": 2, "torch": "x", "dataset": "synthetic", "batch_size": 32,
               "compile_s": 0.5, "first_embedding_s": 2.0, "load_s": 0.5, "mem_mb": 40.0,
               "latency": {str(b): {"median_ms": 10.0 * b / (latency_speedup or 1), "p90_ms": 12.0 * b,
                                    "compile_s": 0.0 if b > 1 else 1.5,
@@ -165,16 +166,17 @@ def test_latency_uses_the_runners_latency_set_up():
     assert plain.for_latency() is plain
 
 
-def budget_table(tmp_path, rng):
+def budget_table(tmp_path, rng, faithful_cos=0.998, cpu_isa="amx"):
     """fp32, a fast int8 that loses too much mAP, a slower faithful int8, a small unfaithful one."""
     ap = rng.random(200)
     rank1 = (ap > 0.3).astype(int)
     specs = {"fp32": (ap, None, None, 1.0, 1000),
              "fast": (np.clip(ap - 0.03, 0, 1), 9.0, 5.0, 0.999, 250),
-             "faithful": (np.clip(ap - 0.002, 0, 1), 7.0, 3.0, 0.998, 260),
+             "faithful": (np.clip(ap - 0.002, 0, 1), 7.0, 3.0, faithful_cos, 260),
              "tiny": (np.clip(ap - 0.005, 0, 1), 2.0, 1.5, 0.99, 100)}
     folders = [write_job(tmp_path, name, values, rank1, speedup=speedup, latency_speedup=lat, cos_min=cos,
-                         size_bytes=size) for name, (values, speedup, lat, cos, size) in specs.items()]
+                         size_bytes=size, precision="fp32" if name == "fp32" else f"int8 {name}", cpu_isa=cpu_isa)
+               for name, (values, speedup, lat, cos, size) in specs.items()]
     jobs = [(name, "cpu") for name in specs]
     paths = [[f / name for f in folders] for name in ("quantize.json", "timing.json", "metrics.json")]
     return rows(jobs, *paths, "synthetic", "trained", {"min_cos": 0.995, "max_mAP_drop": 1.0})
@@ -197,6 +199,23 @@ def test_what_to_ship_names_the_fastest_and_smallest_within_the_budget(tmp_path,
     assert "no: cos_min 0.9900" in lines["tiny"] and lines["tiny"].endswith("|  |")
     strict = what_to_ship(table.reset_index().assign(within_budget=False))
     assert "No row is within the budget." in strict
+    assert "No int8 row keeps the budget" not in text
+
+
+@pytest.mark.parametrize("isa, why", [
+    ("avx2", "this CPU's best int8 instructions are avx2, without VNNI: u8 x s8 products are summed in pairs"),
+    ("avx512_vnni", "this CPU has avx512_vnni int8 instructions, which do not saturate"),
+])
+def test_what_to_ship_says_why_no_int8_row_keeps_the_budget(tmp_path, rng, isa, why):
+    table = budget_table(tmp_path, rng, faithful_cos=0.993, cpu_isa=isa)
+    assert not table[table["precision"].str.startswith("int8")]["within_budget"].any()
+    text = what_to_ship(table, min_cos=0.995, max_mAP_drop=1.0)
+    (line,) = [line for line in text.splitlines() if line.startswith("No int8 row keeps the budget")]
+    assert why in line
+    # The most faithful int8 row by its worst cosine, with its figures and what it misses.
+    assert "The most faithful int8 row is **faithful** (int8 faithful, torch): cos_min 0.9930" in line
+    assert "3.00x fp32 at batch 1, 7.00x at batch 32 (no: cos_min 0.9930)." in line
+    assert "- Fastest at batch 1: **fp32**" in text  # beside the rows that do keep it
 
 
 def test_latency_plot_is_drawn(tmp_path, rng):
@@ -214,7 +233,8 @@ def test_latency_plot_is_drawn(tmp_path, rng):
 def test_sensitivity_is_named_written_and_drawn(tmp_path):
     from reidquant.plots import sensitivity as sensitivity_plot
     from reidquant.sensitivity import write_csv
-    from reidquant.summary import layer_sensitivity, sensitivity_markdown
+    from reidquant.markdown import sensitivity_markdown
+    from reidquant.summary import layer_sensitivity
 
     layers = [("features.conv0", "conv0"), ("features.denseblock1.denselayer1.conv1", "denseblock1"),
               ("features.transition1.conv", "transition1"), ("embedding.0", "embedding")]
@@ -252,7 +272,7 @@ def test_sensitivity_is_named_written_and_drawn(tmp_path):
 
 
 def test_budgeted_builds_say_what_they_reached_and_left_in_float(tmp_path):
-    from reidquant.summary import budget_markdown
+    from reidquant.markdown import budget_markdown
 
     control = {"metric": "cos_mean", "max_drop": 0.0005, "max_float_layers": 8, "fp32_value": 1.0}
     records = {

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, TINY, dry_run_jobs, make_project, read_summary, snakemake
-from reidquant.summary import COLUMNS
+from reidquant.table import COLUMNS
 
 def test_summary_has_contract_columns_and_rows(finished):
     project, result = finished

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.models.quantization import resnet50
 
-from reidquant.model import ClassBlock
+from reidquant.architectures.head import ClassBlock
 
 NAME = "ft_net"
 BACKBONE_DIM = 2048

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.models import densenet121
 
-from reidquant.model import ClassBlock
+from reidquant.architectures.head import ClassBlock
 
 NAME = "ft_net_dense"
 BACKBONE_DIM = 1024

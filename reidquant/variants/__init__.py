@@ -19,14 +19,13 @@ Adding a type: a module here, its entry in ``TYPES``, its branch of the schema, 
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
 
-from reidquant.errors import ReidQuantError, cause
-from reidquant.jsonio import atomic_dir
+from reidquant.devices import cpu_isa, cpu_model
+from reidquant.errors import ReidQuantError
+from reidquant.jsonio import atomic_dir, read_json, write_json
 from reidquant.variants import dynamic_fp16, eager_int8, fp32, half, onnxruntime, openvino, pt2e_int8
 
 TYPES: dict[str, ModuleType] = {module.NAME: module for module in (
@@ -78,24 +77,23 @@ def labels(spec: dict) -> dict:
     return {"precision": kind.precision(spec), "runtime": kind.runtime(spec)}
 
 
-@contextlib.contextmanager
-def stage(variant: str, what: str):
-    """A failure inside a third-party conversion, calibration or compile step becomes one line
-    naming the variant and the step; the original traceback stays chained for the log. The
-    step's duration goes to the log, where a slow run is looked into."""
-    start = time.perf_counter()
-    try:
-        yield
-    except ReidQuantError:
-        raise
-    except Exception as error:
-        raise ReidQuantError(f"variant {variant}: {what} failed: {cause(error)}") from error
-    print(f"variant {variant}: {what} took {time.perf_counter() - start:.1f} s", file=sys.stderr)
+# What a build records about itself next to what it deploys: the type, the saturation guard it
+# used and the CPU it was built on (plain JSON, read by every load).
+BUILD_RECORD = "build.json"
+
+
+def resolve(spec: dict, isa: str) -> tuple[dict, dict | None]:
+    """``spec`` with its int8 saturation guard decided for a CPU of int8 instruction set
+    ``isa`` (``auto`` resolved by the type), and the record of that choice (None for types
+    without one)."""
+    kind = variant_type(spec)
+    return kind.resolve(spec, isa) if hasattr(kind, "resolve") else (spec, None)
 
 
 def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibration: list, folder: Path,
                    validation: list = (), selection=None) -> dict:
-    """Make variant ``name`` from an fp32 embedder; write what it deploys into ``folder``.
+    """Make variant ``name`` from an fp32 embedder; write what it deploys into ``folder``, with
+    the build's record (``build.json``).
 
     ``example`` is a batch of two inputs (the shape graph exports trace);
     ``calibration`` the calibration batches, empty for a type that is not calibrated;
@@ -104,14 +102,43 @@ def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibra
     """
     kind = variant_type(spec)
     start = time.perf_counter()
+    spec, guard = resolve(spec, cpu_isa())
+    record = {"variant": name, "type": kind.NAME, "saturation_guard": guard, "cpu_model": cpu_model(),
+              "cpu_isa": cpu_isa()}
     extra = {"validation": validation} if reports_sensitivity(spec) else {}
     if selection is not None:
         extra["selection"] = selection
     with atomic_dir(folder) as staging:
         found = kind.build(name, spec, embedder, opts, example, calibration, staging / kind.ARTIFACT, **extra)
         size = (staging / kind.WEIGHTS).stat().st_size
-    return {"variant": name, "type": kind.NAME, "size_bytes": size, "quantize_s": time.perf_counter() - start,
-            **(found or {})}
+        write_json(staging / BUILD_RECORD, record)
+    return {**record, "size_bytes": size, "quantize_s": time.perf_counter() - start, **(found or {})}
+
+
+def build_record(folder: Path) -> dict:
+    """What the build of the artifact in ``folder`` recorded (``build_artifact``)."""
+    path = Path(folder) / BUILD_RECORD
+    if not path.is_file():
+        raise ReidQuantError(f"{path}: not found; the folder was not written by this version's quantize "
+                             f"(build it again)")
+    return read_json(path)
+
+
+def deployed_spec(folder: Path, spec: dict) -> dict:
+    """``spec`` as the artifact in ``folder`` was built: its saturation guard as the build
+    decided it. A spec naming another type, or another guard than the build used, is refused."""
+    record = build_record(folder)
+    if record["type"] != spec["type"]:
+        raise ReidQuantError(f"{Path(folder) / BUILD_RECORD}: holds a {record['type']} variant, but the spec says "
+                             f"type {spec['type']}")
+    guard = record.get("saturation_guard")
+    if not guard or guard["option"] not in spec:
+        return spec
+    option, used = guard["option"], guard["used"]
+    if spec[option] not in ("auto", used):
+        raise ReidQuantError(f"{Path(folder) / BUILD_RECORD}: built with {option} {used!r}, but the spec says "
+                             f"{spec[option]!r} (build it again with that setting)")
+    return {**spec, option: used}
 
 
 def artifact_path(folder: Path, spec: dict) -> Path:
@@ -120,7 +147,8 @@ def artifact_path(folder: Path, spec: dict) -> Path:
     folder = Path(folder)
     path = folder / kind.ARTIFACT
     if not path.is_file():
-        present = sorted(entry.name for entry in folder.iterdir()) if folder.is_dir() else []
+        present = sorted(entry.name for entry in folder.iterdir() if entry.name != BUILD_RECORD) \
+            if folder.is_dir() else []
         if present:
             raise ReidQuantError(f"{folder}: holds {', '.join(present)} but no {kind.ARTIFACT}, the artifact of "
                                  f"type {kind.NAME} (was it built as another type?)")
@@ -129,5 +157,7 @@ def artifact_path(folder: Path, spec: dict) -> Path:
 
 
 def load_runner(folder: Path, spec: dict, device: str, name: str = "variant"):
-    """A variant's artifact, loaded (and compiled, where its runtime compiles) for ``device``."""
-    return variant_type(spec).load(artifact_path(folder, spec), spec, device, name)
+    """A variant's artifact, loaded (and compiled, where its runtime compiles) for ``device``,
+    as it was built (``deployed_spec``)."""
+    path = artifact_path(folder, spec)
+    return variant_type(spec).load(path, deployed_spec(folder, spec), device, name)

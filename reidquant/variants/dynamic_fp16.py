@@ -5,6 +5,8 @@ It touches only the 512-d head, which is why it changes neither size nor speed.
 
 from __future__ import annotations
 
+from reidquant.variants.base import stage
+
 NAME = "dynamic_fp16"
 ARTIFACT = WEIGHTS = "model.pt"
 
@@ -33,7 +35,6 @@ def _quantized(model):
 
 
 def build(name, spec, embedder, opts, example, calibration, path) -> None:
-    from reidquant.variants import stage
     from reidquant.variants.torch_state import save_state
 
     with stage(name, "dynamic quantization"):

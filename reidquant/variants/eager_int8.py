@@ -10,6 +10,8 @@ embedding fell to cosine 0.79 to fp32 (0.997 by fbgemm, the same model and image
 
 from __future__ import annotations
 
+from reidquant.variants.base import stage
+
 NAME = "eager_int8"
 ARTIFACT = WEIGHTS = "model.pt"
 ENGINE = "fbgemm"
@@ -21,6 +23,11 @@ def calibrated(spec: dict) -> bool:
 
 def unsupported_reason(spec: dict, device: str) -> str | None:
     return "fbgemm int8 kernels run on CPUs only" if device == "cuda" else None
+
+
+def resolve(spec: dict, isa: str) -> tuple[dict, dict]:
+    """The seed's guard, whatever the CPU: ``default_qconfig`` ranges activations on 7 bits."""
+    return spec, {"option": "reduce_range", "setting": "default_qconfig", "used": True, "cpu_isa": isa}
 
 
 def precision(spec: dict) -> str:
@@ -60,7 +67,6 @@ def build(name, spec, embedder, opts, example, calibration, path) -> None:
     import torch
 
     from reidquant.model import arch_of
-    from reidquant.variants import stage
     from reidquant.variants.torch_state import calibrate, save_state
 
     with stage(name, "preparation"):

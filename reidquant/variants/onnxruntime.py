@@ -3,9 +3,17 @@
 ``precision`` fp32, or int8 by ``quantize_static``: QDQ format, uint8 activations, int8
 weights per channel, calibrated on training images. The artifact is the ``.onnx`` file
 (weights inside). The export has a dynamic batch axis.
+
+Its saturation guard is ``reduce_range``: 7-bit weights, so that a u8 x s8 product pair fits
+the 16-bit lanes of CPUs without VNNI. ``auto`` turns it on where the building CPU lacks VNNI,
+where it was measured to help, and off elsewhere, where it only costs precision
+(docs/benchmarks/cpu_kinds.md).
 """
 
 from __future__ import annotations
+
+from reidquant.devices import saturates_int8
+from reidquant.variants.base import guarded, stage
 
 import tempfile
 from importlib import metadata
@@ -28,8 +36,17 @@ def unsupported_reason(spec: dict, device: str) -> str | None:
     return None
 
 
+def resolve(spec: dict, isa: str) -> tuple[dict, dict | None]:
+    """The saturation guard for a CPU of int8 instruction set ``isa``."""
+    if spec["precision"] != "int8":
+        return spec, None
+    return guarded(spec, "reduce_range", isa, auto=saturates_int8(isa))
+
+
 def precision(spec: dict) -> str:
-    return "int8 qdq per-channel" if spec["precision"] == "int8" else "fp32"
+    if spec["precision"] != "int8":
+        return "fp32"
+    return "int8 qdq per-channel" + (", 7-bit weights" if spec["reduce_range"] is True else "")
 
 
 def runtime(spec: dict) -> str:
@@ -56,7 +73,6 @@ class _CalibrationReader:
 
 
 def build(name, spec, embedder, opts, example, calibration, path) -> None:
-    from reidquant.variants import stage
 
     if spec["precision"] == "fp32":
         with stage(name, "export to ONNX"):
@@ -82,6 +98,7 @@ def build(name, spec, embedder, opts, example, calibration, path) -> None:
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=spec["per_channel"],
+                reduce_range=spec["reduce_range"],
                 calibrate_method=getattr(CalibrationMethod, spec["calibrate_method"]),
             )
 
@@ -91,7 +108,6 @@ def load(path, spec, device, name):
     import torch
 
     from reidquant.features import Runner
-    from reidquant.variants import stage
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()

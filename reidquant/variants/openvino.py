@@ -4,6 +4,12 @@
 (``nncf.quantize`` on training images). The artifact is the IR (``model.xml`` +
 ``model.bin``); its size is the weights file's. At load, the IR is compiled for the CPU
 once per input shape, with the job's thread count.
+
+Its saturation guard is NNCF's ``overflow_fix``: weights on half the 8-bit range, for the first
+convolution (``first_layer_only``) or every layer (``enable``), so that products fit the 16-bit
+lanes of CPUs without VNNI. ``auto`` is ``first_layer_only`` (NNCF's own default, the best of
+the three measured there) where the building CPU lacks VNNI, and ``disable`` where it has VNNI
+or AMX, which need no guard (docs/benchmarks/cpu_kinds.md).
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from reidquant.devices import cpu_has_bf16
+from reidquant.devices import cpu_has_bf16, saturates_int8
 from reidquant.errors import ReidQuantError
+from reidquant.variants.base import guarded, stage
 
 NAME = "openvino"
 ARTIFACT = "model.xml"
@@ -39,8 +46,20 @@ def _inference_precision(spec: dict) -> str:
     return "bf16" if spec["precision"] == "bf16" else "f32"
 
 
+GUARD_LABELS = {"disable": "", "first_layer_only": ", 7-bit stem weights", "enable": ", 7-bit weights"}
+
+
+def resolve(spec: dict, isa: str) -> tuple[dict, dict | None]:
+    """The saturation guard for a CPU of int8 instruction set ``isa``."""
+    if spec["precision"] != "int8":
+        return spec, None
+    return guarded(spec, "overflow_fix", isa, auto="first_layer_only" if saturates_int8(isa) else "disable")
+
+
 def precision(spec: dict) -> str:
-    return "int8 nncf" if spec["precision"] == "int8" else spec["precision"]
+    if spec["precision"] != "int8":
+        return spec["precision"]
+    return "int8 nncf" + GUARD_LABELS.get(spec["overflow_fix"], "")
 
 
 def runtime(spec: dict) -> str:
@@ -76,7 +95,6 @@ def build(name, spec, embedder, opts, example, calibration, path, validation=(),
     from reidquant.model import reference_name
     from reidquant.selection import cosine_set
     from reidquant.sensitivity import weighted_layers
-    from reidquant.variants import stage
 
     with stage(name, "conversion to OpenVINO"):
         model = ov.convert_model(embedder, example_input=example,
@@ -208,9 +226,9 @@ def _quantized(name, spec, model, calibration, selection=None, pack_weights: boo
     from nncf.openvino.quantization.backend_parameters import BackendParameters
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
-    from reidquant.variants import stage
 
-    advanced = AdvancedQuantizationParameters(backend_params={BackendParameters.COMPRESS_WEIGHTS: pack_weights})
+    advanced = AdvancedQuantizationParameters(backend_params={BackendParameters.COMPRESS_WEIGHTS: pack_weights},
+                                              overflow_fix=nncf.OverflowFix(spec["overflow_fix"]))
     estimator = _range_estimator(spec["range_estimator"])
     if estimator is not None:
         advanced.activations_range_estimator_params = estimator
@@ -279,7 +297,6 @@ def load(path, spec, device, name):
     import torch
 
     from reidquant.features import Runner
-    from reidquant.variants import stage
 
     core = ov.Core()
     with stage(name, f"reading the OpenVINO IR {path} (weights {Path(path).with_suffix('.bin')})"):

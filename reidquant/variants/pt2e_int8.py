@@ -3,6 +3,10 @@
 ``torch.export`` + torchao PT2E with the x86 Inductor quantizer (per-channel symmetric
 weights, histogram- or min-max-calibrated activations, the network input always by min-max),
 compiled by Inductor with the weights frozen into oneDNN int8 kernels, channels-last.
+
+Its saturation guard is the x86 quantizer's ``reduce_range``: 7-bit activations, which
+torchao advises on CPUs without VNNI. ``auto`` leaves it off on every CPU: on a CPU without
+VNNI it was measured to lose more fidelity than it saved (docs/benchmarks/cpu_kinds.md).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from reidquant.devices import cpu_has_bf16
 from reidquant.errors import ReidQuantError
 from reidquant.safeload import check_export_archive
+from reidquant.variants.base import guarded, stage
 
 NAME = "pt2e_int8"
 ARTIFACT = WEIGHTS = "model.pt2"
@@ -33,8 +38,14 @@ def _mixed_bf16(spec: dict) -> bool:
     return spec["mixed_bf16"] and cpu_has_bf16()
 
 
+def resolve(spec: dict, isa: str) -> tuple[dict, dict]:
+    """The saturation guard for a CPU of int8 instruction set ``isa``."""
+    return guarded(spec, "reduce_range", isa, auto=False)
+
+
 def precision(spec: dict) -> str:
-    return "int8 pt2e per-channel" + (" + bf16" if _mixed_bf16(spec) else "")
+    return ("int8 pt2e per-channel" + (", 7-bit activations" if spec["reduce_range"] is True else "")
+            + (" + bf16" if _mixed_bf16(spec) else ""))
 
 
 def runtime(spec: dict) -> str:
@@ -72,7 +83,6 @@ def build(name, spec, embedder, opts, example, calibration, path, validation=(),
     from reidquant.model import reference_name
     from reidquant.selection import cosine_set
     from reidquant.sensitivity import layer_sqnr
-    from reidquant.variants import stage
     from reidquant.variants.torch_state import calibrate
 
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},)
@@ -85,7 +95,7 @@ def build(name, spec, embedder, opts, example, calibration, path, validation=(),
         auto = spec["float_modules"] == "auto"
         layers = [] if auto else layers_under(name, spec["float_modules"], float_graph)
         quantizer = X86InductorQuantizer()
-        quantizer.set_global(quantization_config(spec["activation_ranges"]))
+        quantizer.set_global(quantization_config(spec["activation_ranges"], spec["reduce_range"]))
         prepared = prepare_pt2e(graph, quantizer)
         observe_input_by_min_max(prepared)
     with stage(name, "calibration"):
@@ -244,9 +254,10 @@ def folded(graph):
     return graph
 
 
-def quantization_config(activation_ranges: str):
+def quantization_config(activation_ranges: str, reduce_range: bool = False):
     """The x86 Inductor quantizer's default config, its activations' ranges by histogram
-    (the range that minimises the quantization error, clipping rare large values) or min-max."""
+    (the range that minimises the quantization error, clipping rare large values) or min-max,
+    on 7 bits with ``reduce_range``."""
     import dataclasses
 
     from torchao.quantization.pt2e import MinMaxObserver
@@ -254,7 +265,7 @@ def quantization_config(activation_ranges: str):
         get_default_x86_inductor_quantization_config,
     )
 
-    config = get_default_x86_inductor_quantization_config()
+    config = get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
     if activation_ranges == "histogram":
         return config
     activation = dataclasses.replace(config.input_activation,
@@ -333,7 +344,6 @@ def load(path, spec, device, name):
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
 
     from reidquant.features import Runner
-    from reidquant.variants import stage
 
     with stage(name, f"reading the torch.export program {path}"), open(path, "rb") as handle:
         module = torch.export.load(handle).module()

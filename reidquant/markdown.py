@@ -1,0 +1,195 @@
+"""The table for people: ``summary.md``'s table, What to ship, the most sensitive layers and
+the budgeted builds, each a function of the table or of the builds' records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reidquant.devices import saturates_int8
+from reidquant.jsonio import read_json
+from reidquant.sensitivity import most_sensitive
+from reidquant.stats import LEVEL
+from reidquant.table import budget_misses, latency_batches
+
+def _interval(value, low, high, digits: int) -> str:
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _delta(value, low, high) -> str:
+    """A difference in points with its interval; starred when the interval excludes zero."""
+    star = " *" if low > 0 or high < 0 else ""
+    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]{star}"
+
+
+def markdown(table: pd.DataFrame, skipped=()) -> str:
+    shown = ["variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",
+             "speedup", "rank1", "mAP", "rank1_delta", "mAP_delta", "cos_mean", "top1_agreement", "compile_s"]
+    header = "| " + " | ".join(shown) + " |\n|" + "---|" * len(shown) + "\n"
+    lines = []
+    for _, row in table.iterrows():
+        cells = []
+        for column in shown:
+            value = row[column]
+            if column == "speedup":
+                cells.append(_interval(value, row["speedup_lo"], row["speedup_hi"], 2))
+            elif column in ("rank1", "mAP"):
+                cells.append(_interval(value * 100, row[f"{column}_lo"] * 100, row[f"{column}_hi"] * 100, 1))
+            elif column.endswith("_delta"):
+                cells.append(_delta(value, row[f"{column}_lo"], row[f"{column}_hi"]))
+            elif isinstance(value, float):
+                digits = 4 if column == "cos_mean" else 1 if column.endswith(("_per_s", "_s", "mb")) else 3
+                cells.append(f"{value:.{digits}f}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    first = table.iloc[0]
+    note = (f"dataset: {first['dataset']}, weights: {first['weights']}, arch: {first['arch']}, torch {first['torch']}, "
+            f"CPU {first['cpu_model']} (int8 instructions: {first['cpu_isa']}), {first['threads']} threads\n\n")
+    level = f"{LEVEL:.0%}"
+    legend = (f"\nspeedup: median of per-round ratios to fp32 timed side by side in the same job "
+              f"[10th, 90th percentile of the rounds]. rank1 and mAP in %, [{level} bootstrap interval over "
+              f"queries]; rank1_delta and mAP_delta in points against fp32 on the same device, [{level} paired "
+              f"bootstrap interval]; * marks a difference whose interval excludes zero.\n")
+    skipped_queries = int(first["num_query"] - first["num_valid_query"])
+    if skipped_queries:
+        legend += (f"\n{skipped_queries} of {int(first['num_query'])} queries have no true match in the gallery "
+                   f"and are left out of every metric (torchreid and fast-reid do the same; the reference "
+                   f"project counts them as misses, so its mAP and Rank@k are ours x "
+                   f"{int(first['num_valid_query'])}/{int(first['num_query'])}).\n")
+    if skipped:
+        legend += "\nNot run:\n\n" + "".join(f"- {variant} / {device}: {reason}\n"
+                                           for variant, device, reason in skipped)
+    return note + header + "\n".join(lines) + "\n" + legend
+
+
+def _verdict(row, min_cos: float, max_mAP_drop: float) -> str:
+    misses = budget_misses(row, min_cos, max_mAP_drop)
+    return "no: " + ", ".join(misses) if misses else "yes"
+
+
+def _named(row, what: str) -> str:
+    return f"**{row['variant']}** ({row['precision']}, {row['runtime']}): {what}"
+
+
+def int8_outside_budget(int8: pd.DataFrame, b: int, min_cos: float, max_mAP_drop: float) -> str:
+    """Why no int8 row keeps the budget on this CPU, in one sentence, and the most faithful one."""
+    isa = int8["cpu_isa"].iloc[0]
+    if saturates_int8(isa):
+        why = (f"this CPU's best int8 instructions are {isa}, without VNNI: u8 x s8 products are summed in pairs "
+               f"into saturating 16-bit lanes, so int8 loses fidelity here that it keeps on CPUs with VNNI or AMX "
+               f"(each row's saturation guard is in its quantize.json; docs/benchmarks/cpu_kinds.md)")
+    else:
+        why = (f"this CPU has {isa} int8 instructions, which do not saturate, so the loss is the quantization "
+               f"itself (each row's per-layer sensitivity says where)")
+    # How far each row is outside the budget, each limit's shortfall as a share of its room
+    # (1 - min_cos of cosine, max_mAP_drop of mAP): the nearest is the most faithful.
+    shortfall = np.maximum((min_cos - int8["cos_min"]) / max(1 - min_cos, 1e-9),
+                           (-max_mAP_drop - int8["mAP_delta"]) / max(max_mAP_drop, 1e-9))
+    best = int8.loc[shortfall.idxmin()]
+    return (f"No int8 row keeps the budget: {why}. The most faithful int8 row is " + _named(best, (
+        f"cos_min {best['cos_min']:.4f}, mAP_delta {_delta(best['mAP_delta'], best['mAP_delta_lo'], best['mAP_delta_hi'])}, "
+        f"{best[f'latency_speedup_b{b}']:.2f}x fp32 at batch {b}, {best['speedup']:.2f}x at batch "
+        f"{best['batch_size']} ({_verdict(best, min_cos, max_mAP_drop)})")) + ".")
+
+
+def what_to_ship(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> str:
+    """Per device, among the rows within the fidelity budget: the fastest at the smallest
+    latency batch, the fastest at the throughput batch, the smallest; then every row's
+    deployment figures, the Pareto front of latency against mAP_delta marked."""
+    batches = latency_batches(table)
+    b = batches[0]
+    lines = [f"## What to ship\n\nBudget: worst cosine to fp32 `cos_min` >= {min_cos} and mAP at most "
+             f"{max_mAP_drop} points below fp32's (`mAP_delta` >= {-max_mAP_drop:g}, its point estimate; the "
+             f"paired interval is beside it). Speedups are timed side by side with fp32 in each row's own job.\n"]
+    for device, rows_ in table.groupby("device", sort=False):
+        lines.append(f"### {device}\n")
+        int8 = rows_[rows_["precision"].str.startswith("int8")]
+        if len(int8) and not int8["within_budget"].any():
+            lines.append(int8_outside_budget(int8, b, min_cos, max_mAP_drop) + "\n")
+        budget = rows_[rows_["within_budget"]]
+        if budget.empty:
+            lines.append("No row is within the budget.\n")
+        else:
+            fastest = budget.loc[budget[f"latency_speedup_b{b}"].idxmax()]
+            throughput = budget.loc[budget["speedup"].idxmax()]
+            smallest = budget.loc[budget["size_bytes"].idxmin()]
+            lines.append("\n".join([
+                f"- Fastest at batch {b}: " + _named(fastest, (
+                    f"{fastest[f'latency_b{b}_ms']:.1f} ms per call (p90 {fastest[f'latency_b{b}_p90_ms']:.1f}), "
+                    f"{fastest[f'latency_speedup_b{b}']:.2f}x fp32 [{fastest[f'latency_speedup_b{b}_lo']:.2f}, "
+                    f"{fastest[f'latency_speedup_b{b}_hi']:.2f}], cos_min {fastest['cos_min']:.4f}, mAP_delta "
+                    f"{_delta(fastest['mAP_delta'], fastest['mAP_delta_lo'], fastest['mAP_delta_hi'])}")),
+                f"- Fastest at batch {throughput['batch_size']} (throughput): " + _named(throughput, (
+                    f"{throughput['model_img_per_s']:.1f} images/s, {throughput['speedup']:.2f}x fp32 "
+                    f"[{throughput['speedup_lo']:.2f}, {throughput['speedup_hi']:.2f}], cos_min "
+                    f"{throughput['cos_min']:.4f}, mAP_delta "
+                    f"{_delta(throughput['mAP_delta'], throughput['mAP_delta_lo'], throughput['mAP_delta_hi'])}")),
+                "- Smallest: " + _named(smallest, (
+                    f"{smallest['size_mb']:.1f} MB ({smallest['size_ratio']:.2f}x fp32), cos_min "
+                    f"{smallest['cos_min']:.4f}, mAP_delta "
+                    f"{_delta(smallest['mAP_delta'], smallest['mAP_delta_lo'], smallest['mAP_delta_hi'])}")),
+            ]) + "\n")
+        shown = ["variant"] + [f"latency_b{x}_ms" for x in batches] + [f"latency_speedup_b{b}"] + \
+            ["first_embedding_s", "mem_mb", "cos_min", "mAP_delta", "within budget", "Pareto"]
+        lines.append("| " + " | ".join(shown) + " |\n|" + "---|" * len(shown))
+        for _, row in rows_.sort_values(f"latency_b{b}_ms").iterrows():
+            cells = [row["variant"]]
+            cells += [f"{row[f'latency_b{x}_ms']:.1f} (p90 {row[f'latency_b{x}_p90_ms']:.1f})" for x in batches]
+            cells.append(_interval(row[f"latency_speedup_b{b}"], row[f"latency_speedup_b{b}_lo"],
+                                   row[f"latency_speedup_b{b}_hi"], 2))
+            cells += [f"{row['first_embedding_s']:.1f}", "" if pd.isna(row["mem_mb"]) else f"{row['mem_mb']:.0f}",
+                      f"{row['cos_min']:.4f}", _delta(row["mAP_delta"], row["mAP_delta_lo"], row["mAP_delta_hi"]),
+                      _verdict(row, min_cos, max_mAP_drop), "front" if row["pareto"] else ""]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append(f"latency_bN_ms: median milliseconds per call at batch N (p90 beside it), the runtime set up "
+                 f"for latency; first_embedding_s: from loading the artifact to the first embedding of one "
+                 f"image (load, compile, first call); mem_mb: resident memory the loaded variant adds. Pareto "
+                 f"front: no other row on the device is both faster at batch {b} and more accurate "
+                 f"(mAP_delta).\n")
+    return "\n".join(lines)
+
+
+def layer_note(row: dict) -> str:
+    """``23.4 dB, +0.00012 cos_mean in float``, with what was measured of the layer."""
+    sqnr, gain = row.get("sqnr_db"), row.get("cos_mean_gain")
+    notes = ([] if sqnr is None else [f"{sqnr:.1f} dB"]) + ([] if gain is None else [f"{gain:+.2g} cos_mean in float"])
+    return ", ".join(notes)
+
+
+def sensitivity_markdown(layers: dict[str, list[dict]], count: int = 5) -> str:
+    if not layers:
+        return ""
+    lines = ["", "## Most sensitive layers", "",
+             f"The {count} quantized layers of each int8 row that cost most on the val images (training identities, "
+             "never calibrated on): PT2E's by the lowest SQNR against fp32, OpenVINO's by the val cos_mean that "
+             "reverting the layer's quantizers alone to float gains; `results/{variant}/sensitivity.csv` has "
+             "every layer:", ""]
+    for variant, rows in layers.items():
+        worst = most_sensitive(rows, count)
+        lines.append(f"- **{variant}**: " + ", ".join(f"`{r['layer']}` ({layer_note(r)})" for r in worst))
+    return "\n".join(lines) + "\n"
+
+
+def budget_markdown(quantize_paths) -> str:
+    """What each build with an ``accuracy_control`` budget reached on val, and what it left in float."""
+    lines = []
+    for path in dict.fromkeys(map(Path, quantize_paths)):
+        info = read_json(path)
+        control = info.get("accuracy_control")
+        if not control:
+            continue
+        layers = info.get("float_layers", [])
+        named = ", ".join(f"`{layer}`" for layer in layers[:8])
+        if len(layers) > 8:
+            named += f" and {len(layers) - 8} more"
+        lines.append(f"- **{info['variant']}**: {control['metric']} drop {control['drop']:.4g} on val against a "
+                     f"budget of {control['max_drop']:g} ({'met' if control['met'] else 'NOT met'}), "
+                     f"{len(layers)} layer(s) in float" + (f": {named}" if layers else ""))
+    if not lines:
+        return ""
+    return "\n".join(["", "## Budgeted builds", "",
+                      "Chosen on the val images alone (`quantize.json` has the details):", "", *lines]) + "\n"
