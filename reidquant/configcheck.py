@@ -16,7 +16,9 @@ MIN_INPUT_SIZE = 29
 REFERENCE = "fp32"
 # What the workflow itself writes directly under results/: a variant's folder results/<name>/
 # must not be one of them.
-RESULTS_NAMES = ("summary.csv", "summary.md", "report.html", "plots", "logs", "train", "untrained")
+RESULTS_NAMES = ("summary.csv", "summary.md", "sensitivity.md", "report.html", "plots", "logs", "train", "untrained")
+# results/<name>.unranked/ is the fully int8 build a float_modules auto variant <name> ranks its layers by.
+UNRANKED = ".unranked"
 # The workflow's schema, also used by ``python -m reidquant`` (the package runs from the repository).
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -93,6 +95,9 @@ def check_config(config: dict, schema_path: Path) -> None:
         if name in RESULTS_NAMES:
             raise ReidQuantError(f"config field variants.{name}: the name collides with the workflow's own "
                                  f"results/{name}; choose another (reserved: {', '.join(RESULTS_NAMES)})")
+        if name.endswith(UNRANKED):
+            raise ReidQuantError(f"config field variants.{name}: names ending in {UNRANKED} are the workflow's "
+                                 f"own (the fully int8 build a float_modules auto variant ranks its layers by)")
     if REFERENCE not in variants:
         raise ReidQuantError(f"config field variants: a variant named {REFERENCE} is required "
                              f"(every row is compared against it)")

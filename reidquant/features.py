@@ -32,6 +32,8 @@ class Runner:
     ``config`` is how its runtime was set up (threads, hints, compile options), recorded with
     its timings. Where a runtime is set up differently for latency than for throughput (an
     OpenVINO LATENCY hint), ``latency_forward`` and ``latency_config`` are that set-up.
+    ``runtime``, where set, is the row's runtime label as loading decided it (its type's label
+    otherwise).
     """
 
     forward: Callable[[torch.Tensor], torch.Tensor]
@@ -42,6 +44,7 @@ class Runner:
     config: dict = field(default_factory=dict)
     latency_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
     latency_config: dict | None = None
+    runtime: str | None = None
 
     def for_latency(self) -> Runner:
         """This runner as a deployer would set it up for small batches, one call at a time."""
@@ -192,9 +195,10 @@ def extract_dataset(runner: Runner, root: Path, height: int, width: int, batch_s
     whole extraction took (loading, flip and every scale included)."""
     query, gallery = list_prepared(root, "query"), list_prepared(root, "gallery")
     start = time.perf_counter()
-    query_f = extract(runner, query, height, width, batch_size, workers, ms, desc="query")
-    gallery_f = extract(runner, gallery, height, width, batch_size, workers, ms, desc="gallery")
+    # One pass over both: one worker started, one partial batch padded.
+    both = extract(runner, query + gallery, height, width, batch_size, workers, ms, desc="query and gallery")
     elapsed = time.perf_counter() - start
+    query_f, gallery_f = both[:len(query)], both[len(query):]
     q_label, q_cam = labels_and_cameras(query)
     g_label, g_cam = labels_and_cameras(gallery)
     mat = {

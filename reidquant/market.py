@@ -160,3 +160,12 @@ def labels_and_cameras(paths) -> tuple[list[int], list[int]]:
     """Identity and camera of each image, as the reference test script reads them from names."""
     names = [parse_name(Path(p).name, Path(p).parent) for p in paths]
     return [n.identity for n in names], [n.camera for n in names]
+
+
+def spread(paths: list[Path], count: int) -> list[Path]:
+    """``count`` of ``paths`` spread evenly over them, first and last included (all of them
+    when there are no more than ``count``)."""
+    if len(paths) <= count:
+        return list(paths)
+    step = (len(paths) - 1) / max(count - 1, 1)
+    return [paths[round(i * step)] for i in range(count)]

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from reidquant.configcheck import check_input_size
@@ -16,7 +15,7 @@ from reidquant.devices import cpu_isa, cpu_model, device_available, resident_byt
 from reidquant.errors import ReidQuantError
 from reidquant.features import extract_dataset, latency, model_throughput, timing_images
 from reidquant.jsonio import write_json
-from reidquant.market import list_prepared
+from reidquant.market import list_prepared, spread
 from reidquant.matfile import save_mat
 from reidquant.model import Embedder, load_checkpoint
 from reidquant import sensitivity
@@ -29,7 +28,8 @@ from reidquant.variants import (
     is_calibrated,
     labels,
     load_runner,
-    reports_sensitivity,
+    measure_sensitivity,
+    needs_ranking,
     unsupported_reason,
 )
 
@@ -74,8 +74,7 @@ def calibration_paths(data_root: Path, count: int) -> list[Path]:
         print(f"warning: calibration asked for {count} images but train has {len(train)}; using all of them",
               file=sys.stderr)
         return train
-    picks = np.linspace(0, len(train) - 1, count).round().astype(int)
-    return [train[i] for i in picks]
+    return spread(train, count)
 
 
 def calibration_batches(paths, height: int, width: int, batch_size: int = CALIBRATION_BATCH) -> list[torch.Tensor]:
@@ -84,39 +83,65 @@ def calibration_batches(paths, height: int, width: int, batch_size: int = CALIBR
 
 def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, height: int, width: int,
              threads: int | None = None, info_out: Path | None = None, weights_label: str | None = None,
-             dataset_label: str | None = None) -> dict:
+             dataset_label: str | None = None, ranking: Path | None = None, ms=(1,)) -> dict:
     """Build variant ``name`` from a checkpoint folder into the folder ``out``; returns what
     the summary needs of it (also written to ``info_out``, when given).
 
     ``weights_label`` and ``dataset_label`` (the summary's ``weights`` and ``dataset``; by
     default the folders) are recorded with it, so the table labels a row by what it was built from.
+    ``ranking``: the ``sensitivity.csv`` of its fully int8 build, for a variant that chooses
+    layers by it; ``ms``: the extraction's scales, which a budget is judged with.
     """
-    check_input_size(height, width, field="input size")
+    check_input_size(height, width, ms, field="input size")
     set_threads(threads)
     net, opts = load_checkpoint(weights)
     embedder = Embedder(net).eval()
     # What graph exports trace: only its shape matters. Two images, so that the batch axis
     # stays dynamic (one would pin it to 1).
     example = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
-    batches, used = [], 0
-    if is_calibrated(spec):
-        paths = calibration_paths(data_root, spec["calibration_images"])
-        used = len(paths)
-        batches = calibration_batches(paths, height, width, min(CALIBRATION_BATCH, used))
-    validation = []
-    if reports_sensitivity(spec):
-        validation = calibration_batches(sensitivity.val_paths(data_root), height, width, sensitivity.BATCH)
+    batches, used = calibration(spec, data_root, height, width)
+    layers = []
+    if needs_ranking(spec):
+        if ranking is None:
+            raise ReidQuantError(f"variant {name}: float_modules auto chooses layers by the per-layer sensitivity "
+                                 f"of its fully int8 build; give its sensitivity.csv")
+        layers = sensitivity.ranking(sensitivity.read_csv(ranking))
     chosen_on = None
     if spec.get("accuracy_control"):
-        chosen_on = selection_set(spec["accuracy_control"]["metric"], data_root, height, width, embedder)
+        chosen_on = selection_set(spec["accuracy_control"]["metric"], data_root, height, width, embedder, ms)
     fp32_bytes = sum(v.numel() * v.element_size() for v in embedder.state_dict().values())
-    info = build_artifact(name, spec, embedder, opts, example, batches, Path(out), validation, chosen_on)
+    info = build_artifact(name, spec, embedder, opts, example, batches, Path(out), layers, chosen_on)
     info.update({"calibration_images": used, "fp32_param_bytes": fp32_bytes, "height": height, "width": width,
                  "weights": weights_label or str(weights), "dataset": dataset_label or str(data_root),
                  "arch": opts["arch"]})
     if info_out is not None:
         write_json(info_out, info)
     return info
+
+
+def calibration(spec: dict, data_root: Path, height: int, width: int) -> tuple[list[torch.Tensor], int]:
+    """The calibration batches of a variant (none for a type that is not calibrated), and how
+    many images they hold."""
+    if not is_calibrated(spec):
+        return [], 0
+    paths = calibration_paths(data_root, spec["calibration_images"])
+    return calibration_batches(paths, height, width, min(CALIBRATION_BATCH, len(paths))), len(paths)
+
+
+def layer_sensitivity(name: str, spec: dict, weights: Path, data_root: Path, artifact: Path, out: Path,
+                      height: int, width: int, threads: int | None = None) -> list[dict]:
+    """Per quantized layer of variant ``name``'s artifact (the folder quantize wrote from the
+    checkpoint folder ``weights``), what it costs on the prepared layout's ``val`` images
+    (``reidquant.sensitivity``), into the csv ``out``."""
+    set_threads(threads)
+    artifact_path(artifact, spec)
+    net, opts = load_checkpoint(weights)
+    embedder = Embedder(net).eval()
+    batches, _ = calibration(spec, data_root, height, width)
+    validation = calibration_batches(sensitivity.val_paths(data_root), height, width, sensitivity.BATCH)
+    rows = measure_sensitivity(name, spec, Path(artifact), embedder, opts, batches, validation)
+    sensitivity.write_csv(rows, Path(out))
+    return rows
 
 
 def cold_start(artifact: Path, spec: dict, device: str, name: str, image: torch.Tensor, warmup: int) -> tuple:
@@ -205,6 +230,7 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
         "threads": threads,
         "torch": torch.__version__,
         **labels(spec),
+        **({"runtime": runner.runtime} if runner.runtime else {}),
         "runtime_config": runner.describe(),
         "latency_runtime_config": runner.for_latency().describe(),
         "phase_s": phases,

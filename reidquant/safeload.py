@@ -6,10 +6,16 @@ project reads goes through ``load_tensors`` (``torch.load(weights_only=True)``: 
 containers and plain values only), and a ``torch.export`` archive is checked by
 ``check_export_archive`` before ``torch.export.load`` opens it, since that loader falls back
 to full unpickling for some of its entries.
+
+A compiled package (AOTInductor's, which a ``pt2e_int8`` build makes) is different in kind: its
+shared library is native code, the model's own kernels, which loading it runs. Such a package
+is loaded only when it is byte for byte the one its build recorded (``check_compiled_package``)
+and holds nothing a loader would unpickle; build your artifacts yourself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -82,3 +88,29 @@ def check_export_archive(path: Path) -> None:
                     if pickled:
                         raise ReidQuantError(f"{path}: refused: {fqn} is stored as a pickled object, and "
                                              f"unpickling it could run code")
+
+
+# The entries aoti_compile_and_package writes for a CPU model: its generated C++ sources, their
+# metadata, the compiled library, and the archive's own markers.
+_COMPILED = re.compile(r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+                       r"|data/aotinductor/[^/]+/[^/]+\.(so|cpp|h|json))$")
+
+
+def check_compiled_package(path: Path, sha256: str) -> None:
+    """Refuse a compiled package that is not the one its build recorded (``sha256``), or that
+    holds an entry AOTInductor does not write for a plain CPU model."""
+    path = Path(path)
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ReidQuantError(f"{path}: not a compiled package ({error})") from None
+    if digest != sha256:
+        raise ReidQuantError(f"{path}: refused: it is not the compiled package its build recorded (sha256 "
+                             f"{digest[:12]}..., build.json says {sha256[:12]}...); build it again")
+    with archive:
+        for name in archive.namelist():
+            inner = name.split("/", 1)[1] if "/" in name else name
+            if not (name.endswith("/") or _COMPILED.search(inner)):
+                raise ReidQuantError(f"{path}: refused: entry {name} is not one AOTInductor writes for a "
+                                     "compiled model, and loading it could run code")

@@ -36,6 +36,11 @@ class SelectionSet:
     labels: tuple  # (val identities, val cameras, train identities, train cameras)
     reference: np.ndarray  # fp32 embeddings of the val images, then of the train images
     reference_value: float
+    ms: tuple = (1,)  # the extraction's scales (extract.ms)
+
+    def embed(self, forward, batches) -> np.ndarray:
+        """Embeddings of ``batches`` by ``forward`` as the extraction makes them."""
+        return embed_batches(forward, batches, self.ms)
 
     @property
     def num_val(self) -> int:
@@ -61,26 +66,28 @@ def map_points(val_f: np.ndarray, train_f: np.ndarray, labels: tuple) -> float:
     return 100 * evaluate(val_f, val_label, val_cam, train_f, train_label, train_cam)["mAP"]
 
 
-def embed_batches(forward, batches) -> np.ndarray:
-    """Flip-summed, L2-normalised embeddings of ``batches`` by ``forward`` (a batch in, a batch out)."""
+def embed_batches(forward, batches, ms=(1,)) -> np.ndarray:
+    """Embeddings of ``batches`` by ``forward`` (a batch in, a batch out), made as the extraction
+    makes them (``reidquant.features.embed``: image and mirror image at every scale of ``ms``,
+    summed, L2-normalised)."""
     import torch
 
-    rows = []
+    from reidquant.features import embed
+
     with torch.inference_mode():
-        for batch in batches:
-            total = forward(batch).float() + forward(batch.flip(3)).float()
-            rows.append(torch.nn.functional.normalize(total, dim=1).numpy())
+        rows = [embed(forward, batch, ms).float().numpy() for batch in batches]
     return np.concatenate(rows).astype(np.float32)
 
 
-def cosine_set(batches: list, fp32_forward) -> SelectionSet:
+def cosine_set(batches: list, fp32_forward, ms=(1,)) -> SelectionSet:
     """cos_mean on ``batches`` of val images already loaded."""
-    chosen = SelectionSet("cos_mean", list(batches), [], (), embed_batches(fp32_forward, batches), 0.0)
+    chosen = SelectionSet("cos_mean", list(batches), [], (), embed_batches(fp32_forward, batches, ms), 0.0,
+                          tuple(ms))
     chosen.reference_value = chosen.value(chosen.reference)[0]
     return chosen
 
 
-def selection_set(metric: str, data_root: Path, height: int, width: int, fp32_forward) -> SelectionSet:
+def selection_set(metric: str, data_root: Path, height: int, width: int, fp32_forward, ms=(1,)) -> SelectionSet:
     """What ``metric`` is measured on, with fp32's embeddings by ``fp32_forward``."""
     from reidquant.data import load_batch
 
@@ -95,13 +102,13 @@ def selection_set(metric: str, data_root: Path, height: int, width: int, fp32_fo
     val, gallery = batches(val_paths), batches(train_paths)
     labels = (*map(np.array, labels_and_cameras(val_paths)), *map(np.array, labels_and_cameras(train_paths))) \
         if train_paths else ()
-    reference = embed_batches(fp32_forward, val + gallery)
-    chosen = SelectionSet(metric, val, gallery, labels, reference, 0.0)
+    reference = embed_batches(fp32_forward, val + gallery, ms)
+    chosen = SelectionSet(metric, val, gallery, labels, reference, 0.0, tuple(ms))
     chosen.reference_value = chosen.value(reference)[0]
     return chosen
 
 
-def within_budget(drop: float, control: dict) -> bool:
+def meets_max_drop(drop: float, control: dict) -> bool:
     """Whether a val drop keeps ``accuracy_control``'s ``max_drop`` (float rounding forgiven)."""
     return drop <= control["max_drop"] + 1e-12
 
@@ -113,7 +120,7 @@ def budget_record(name: str, control: dict, fp32_value: float, value: float, flo
     import sys
 
     drop = fp32_value - value
-    met = within_budget(drop, control)
+    met = meets_max_drop(drop, control)
     if not met:
         print(f"warning: variant {name}: accuracy_control.max_drop {control['max_drop']} not met on val: "
               f"{control['metric']} drops {drop:.6g} with {float_count} layer(s) in float{limit_note}; built the "

@@ -1,7 +1,7 @@
 """Which layers cost an int8 variant its fidelity: each quantized convolution's and linear
 layer's SQNR against fp32 (PT2E), or the val cos_mean gained by leaving it in float
 (``cos_mean_gain``: OpenVINO's quantizer groups, and PT2E's five lowest-SQNR layers),
-measured on the prepared layout's ``val`` images.
+measured on the prepared layout's ``val`` images, on the artifact a variant's build wrote.
 
 ``val`` (one image per training identity) is never calibrated on and never scored: what it
 says can guide a choice without touching the test split. The SQNR of a layer is that of its
@@ -18,11 +18,10 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
 
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import atomic_path
-from reidquant.market import list_prepared
+from reidquant.market import list_prepared, spread
 
 # The numeric debugger runs both networks eagerly with every node's output kept for a batch:
 # this many val images (spread over the identities) bound its time and memory.
@@ -34,10 +33,7 @@ WEIGHTED_OPS = {"conv2d", "linear"}
 
 def val_paths(data_root: Path, count: int = MAX_IMAGES) -> list[Path]:
     """Up to ``count`` images of ``val``, spread evenly over it (identities in sorted order)."""
-    paths = list_prepared(data_root, "val")
-    if len(paths) <= count:
-        return paths
-    return [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
+    return spread(list_prepared(data_root, "val"), count)
 
 
 def part_of(layer: str) -> str:
@@ -72,58 +68,47 @@ def weighted_nodes(graph_module) -> dict:
             if node.op == "call_function" and _op_name(node) is not None}
 
 
-def _weighted_loggers(logged) -> list[tuple[str, str, str]]:
-    """(logger module name, layer, op) of each convolution or linear layer, in graph order."""
-    found = []
-    for node in logged.graph.nodes:
-        if node.op != "call_module" or not node.args:
-            continue
-        source = node.args[0]
-        op = _op_name(source) if getattr(source, "op", None) == "call_function" else None
-        if op is not None and "_logger" in node.target:
-            found.append((node.target, _owner(source), op))
+def layer_outputs(graph_module, batch, nodes: dict) -> dict:
+    """The output of each of ``nodes`` (layer -> node of ``graph_module``) on ``batch``."""
+    import torch
+
+    wanted = {node: layer for layer, node in nodes.items()}
+    found = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, node):
+            value = super().run_node(node)
+            if node in wanted:
+                found[wanted[node]] = value.detach().double()
+            return value
+
+    Recorder(graph_module).run(batch)
     return found
 
 
-def layer_sqnr(reference_logged, quantized, batches, reference_name=lambda layer: layer) -> list[dict]:
-    """Per weighted layer, in network order: the SQNR of ``quantized`` (a converted PT2E graph)
-    against the float graph ``reference_logged`` on ``batches``.
-
-    ``reference_logged`` is the float graph as torchao's numeric debugger
-    (``prepare_for_propagation_comparison``) returns it, made before quantization prepared the
-    graph: the debugger matches the nodes of the two graphs by where they came from in that one
-    export. Only the convolutions' and linear layers' own outputs are compared (not the
-    quantize nodes after them, which descend from the same layer).
-    """
+def layer_sqnr(float_graph, quantized, batches, reference_name=lambda layer: layer) -> list[dict]:
+    """Per convolution and linear layer, in network order: the SQNR of its output in
+    ``quantized`` (a converted PT2E graph, or its saved program loaded) against the same
+    layer's output in ``float_graph`` (the exported float network, its BatchNorms folded as
+    quantization folds them) on ``batches``. Layers are matched by their module's name, which
+    survives saving the program; both graphs are fed the same image, so each layer's error
+    includes what earlier layers passed on, as the deployed network propagates it."""
     import torch
-    from torchao.quantization.pt2e._numeric_debugger import OutputLogger, prepare_for_propagation_comparison
 
-    quantized_logged = prepare_for_propagation_comparison(quantized)
-    layers = _weighted_loggers(reference_logged)
-    if not layers:
+    reference, compared = weighted_nodes(float_graph), weighted_nodes(quantized)
+    if not reference:
         raise ReidQuantError("per-layer sensitivity: the float graph has no convolution or linear layer to compare")
-    in_quantized = {quantized_logged.get_submodule(name).debug_info: name
-                    for name, _, _ in _weighted_loggers(quantized_logged)}
-    pairs = {}  # reference logger -> the quantized graph's logger of the same layer
-    for name, _, _ in layers:
-        info = reference_logged.get_submodule(name).debug_info
-        if info in in_quantized:
-            pairs[name] = in_quantized[info]
-    signal = {name: 0.0 for name in pairs}
+    pairs = [layer for layer in reference if layer in compared]
+    signal = {layer: 0.0 for layer in pairs}
     noise = dict(signal)
     with torch.no_grad():
         for batch in batches:
-            reference_logged(batch)
-            quantized_logged(batch)
-            for name, other in pairs.items():
-                ref = reference_logged.get_submodule(name).stats[-1].double()
-                out = quantized_logged.get_submodule(other).stats[-1].double()
-                signal[name] += float((ref * ref).sum())
-                noise[name] += float(((ref - out) ** 2).sum())
-            for model in (reference_logged, quantized_logged):
-                for module in model.modules():
-                    if isinstance(module, OutputLogger):
-                        module.stats.clear()
+            ref = layer_outputs(float_graph, batch, {layer: reference[layer] for layer in pairs})
+            out = layer_outputs(quantized, batch, {layer: compared[layer] for layer in pairs})
+            for layer in pairs:
+                signal[layer] += float((ref[layer] * ref[layer]).sum())
+                noise[layer] += float(((ref[layer] - out[layer]) ** 2).sum())
+    layers = [(layer, layer, _op_name(node)) for layer, node in reference.items()]
     return _rows(layers, signal, noise, reference_name)
 
 
@@ -162,3 +147,17 @@ def write_csv(rows: list[dict], path: Path) -> None:
             sqnr, gain = row.get("sqnr_db"), row.get("cos_mean_gain")
             writer.writerow({**row, "sqnr_db": "" if sqnr is None else f"{sqnr:.3f}",
                              "cos_mean_gain": "" if gain is None else f"{gain:.6g}"})
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows ``write_csv`` wrote (empty measures read back as None)."""
+    with open(path, newline="") as handle:
+        return [{"index": int(row["index"]), "layer": row["layer"], "reference_name": row["reference_name"],
+                 "part": row["part"], "op": row["op"],
+                 **{key: float(row[key]) if row[key] else None for key in ("sqnr_db", "cos_mean_gain")}}
+                for row in csv.DictReader(handle)]
+
+
+def ranking(rows: list[dict]) -> list[str]:
+    """The layers of ``rows``, most sensitive first (``most_sensitive``)."""
+    return [row["layer"] for row in most_sensitive(rows, len(rows))]

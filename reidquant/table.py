@@ -26,7 +26,7 @@ LATENCY = ["latency_b{b}_ms", "latency_b{b}_p90_ms", "latency_speedup_b{b}", "la
 # ... then once per row.
 DEPLOYMENT = ["first_embedding_s", "mem_mb"]
 EXTRA = ["arch", "type", "speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
-         "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "top10_overlap", "compile_s", "quantize_s",
+         "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "top10_overlap", "compile_s", "build_compile_s", "quantize_s",
          "calibration_images", "float_layers", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes",
          "batch_size", "load_s", "cuda_mem_mb", "within_budget", "pareto"]
 SPEEDUPS = ("speedup", "speedup_lo", "speedup_hi")
@@ -99,6 +99,8 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
             "device_name": t["device_name"], "cpu_model": t["cpu_model"], "cpu_isa": t["cpu_isa"],
             "threads": t["threads"], "torch": t["torch"],
             **deployment(t, reference), "quantize_s": q.get("quantize_s"),
+            # Compiled ahead of time by the build (PT2E's package); compile_s is what loading compiles.
+            "build_compile_s": q.get("compile_s"),
             "calibration_images": q.get("calibration_images"),
             "float_layers": len(q["float_layers"]) if "float_layers" in q else None, "num_images": t.get("num_images"),
             "height": q.get("height"), "width": q.get("width"),

@@ -231,10 +231,9 @@ def test_latency_plot_is_drawn(tmp_path, rng):
 
 
 def test_sensitivity_is_named_written_and_drawn(tmp_path):
-    from reidquant.plots import sensitivity as sensitivity_plot
-    from reidquant.sensitivity import write_csv
     from reidquant.markdown import sensitivity_markdown
-    from reidquant.summary import layer_sensitivity
+    from reidquant.sensitivity import read_csv, write_csv
+    from reidquant.summary import sensitivity_report
 
     layers = [("features.conv0", "conv0"), ("features.denseblock1.denselayer1.conv1", "denseblock1"),
               ("features.transition1.conv", "transition1"), ("embedding.0", "embedding")]
@@ -244,31 +243,27 @@ def test_sensitivity_is_named_written_and_drawn(tmp_path):
     rows[1]["cos_mean_gain"] = 0.0012
     # OpenVINO's layers: what reverting each one's quantizers to float gains, no SQNR.
     ov_rows = [{**row, "sqnr_db": None, "cos_mean_gain": gain} for row, gain in zip(rows, [0.004, -1e-5, 2e-4, 0.0])]
-    write_json(tmp_path / "int8" / "quantize.json", {"type": "pt2e_int8", "sensitivity": rows})
-    write_json(tmp_path / "ov_int8" / "quantize.json", {"type": "openvino", "sensitivity": ov_rows})
-    write_json(tmp_path / "fp32" / "quantize.json", {"type": "fp32"})
-    paths = [tmp_path / "fp32" / "quantize.json", tmp_path / "int8" / "quantize.json",
-             tmp_path / "ov_int8" / "quantize.json"]
-    found = layer_sensitivity(["int8", "ov_int8"], paths)
-    text = sensitivity_markdown(found, count=2)
-    assert "## Most sensitive layers" in text
-    assert ("- **int8**: `features.denseblock1.denselayer1.conv1` (12.5 dB, +0.0012 cos_mean in float), "
-            "`embedding.0` (18.0 dB)") in text
-    assert ("- **ov_int8**: `features.conv0` (+0.004 cos_mean in float), `features.transition1.conv` "
-            "(+0.0002 cos_mean in float)") in text
-    write_csv(found["ov_int8"], tmp_path / "ov_int8" / "sensitivity.csv")
+    write_csv(rows, tmp_path / "int8" / "sensitivity.csv")
+    write_csv(ov_rows, tmp_path / "ov_int8" / "sensitivity.csv")
     written = pd.read_csv(tmp_path / "ov_int8" / "sensitivity.csv")
     assert written["sqnr_db"].isna().all() and written["cos_mean_gain"].tolist() == [0.004, -1e-5, 2e-4, 0.0]
-    assert sensitivity_markdown({}) == ""
-    write_csv(found["int8"], tmp_path / "int8" / "sensitivity.csv")
     written = pd.read_csv(tmp_path / "int8" / "sensitivity.csv")
     assert list(written.columns) == ["index", "layer", "reference_name", "part", "op", "sqnr_db", "cos_mean_gain"]
     assert written["sqnr_db"].tolist() == [30.0, 12.5, 25.0, 18.0]
     assert written["cos_mean_gain"].isna().tolist() == [True, False, True, True]
-    sensitivity_plot(found, tmp_path / "sensitivity.png")
-    assert (tmp_path / "sensitivity.png").stat().st_size > 10_000
-    with pytest.raises(ReidQuantError, match=r"fp32/quantize.json: no per-layer sensitivity recorded"):
-        layer_sensitivity(["fp32"], paths)
+    assert read_csv(tmp_path / "int8" / "sensitivity.csv") == [{**row, "cos_mean_gain": row.get("cos_mean_gain")}
+                                                                for row in rows]
+    found = sensitivity_report(["int8", "ov_int8"], [tmp_path / "int8" / "sensitivity.csv",
+                                                     tmp_path / "ov_int8" / "sensitivity.csv"],
+                               tmp_path / "sensitivity.md", tmp_path / "plots" / "sensitivity.png")
+    text = (tmp_path / "sensitivity.md").read_text()
+    assert text.startswith("## Most sensitive layers") and text == sensitivity_markdown(found).lstrip("\n")
+    assert ("- **int8**: `features.denseblock1.denselayer1.conv1` (12.5 dB, +0.0012 cos_mean in float), "
+            "`embedding.0` (18.0 dB)") in sensitivity_markdown(found, count=2)
+    assert ("- **ov_int8**: `features.conv0` (+0.004 cos_mean in float), `features.transition1.conv` "
+            "(+0.0002 cos_mean in float)") in sensitivity_markdown(found, count=2)
+    assert sensitivity_markdown({}) == ""
+    assert (tmp_path / "plots" / "sensitivity.png").stat().st_size > 10_000
 
 
 def test_budgeted_builds_say_what_they_reached_and_left_in_float(tmp_path):

@@ -401,3 +401,43 @@ def test_report_bundles_table_and_plots(finished):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     html = (project / "results" / "report.html").read_text(errors="ignore")
     assert "summary.csv" in html and "summary.md" in html and "accuracy_vs_speed.png" in html
+
+
+def test_sensitivity_is_a_target_of_its_own(finished, tmp_path):
+    """results/sensitivity.md measures the built int8 artifacts; the table's run measures none."""
+    project, _ = finished
+    copy = tmp_path / "project"
+    subprocess.run(["cp", "-a", str(project), str(copy)], check=True)
+    assert not list((copy / "results").glob("*/sensitivity.csv"))  # the default target ran none
+    int8 = "variants={int8: {type: pt2e_int8, calibration_images: 8, compile: false}}"
+    jobs = dry_run_jobs(copy, "results/sensitivity.md", "--config", int8)
+    assert jobs == {"quantize": 1, "sensitivity": 1, "sensitivity_report": 1}
+    result = snakemake(copy, "results/sensitivity.md", "--config", int8)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (copy / "results" / "sensitivity.md").read_text()
+    assert "- **int8**: `" in text and (copy / "results" / "plots" / "sensitivity.png").stat().st_size > 10_000
+    rows = (copy / "results" / "int8" / "sensitivity.csv").read_text().splitlines()
+    assert rows[0] == "index,layer,reference_name,part,op,sqnr_db,cos_mean_gain" and len(rows) == 1 + 121
+    # summary.md points to it once it exists.
+    result = snakemake(copy, "results/summary.csv", "--config", int8)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[results/sensitivity.md](sensitivity.md)" in (copy / "results" / "summary.md").read_text()
+
+
+def test_float_modules_auto_is_built_from_its_unranked_builds_sensitivity(finished):
+    project, _ = finished
+    auto = ("variants={int8_auto: {type: pt2e_int8, float_modules: auto, "
+            "accuracy_control: {metric: cos_mean, max_drop: 0.001}}}")
+    result = snakemake(project, "-n", "results/summary.csv", "--config", auto)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "results/int8_auto.unranked/sensitivity.csv" in result.stdout
+    jobs = dry_run_jobs(project, "--config", auto)
+    assert jobs == {"quantize": 2, "sensitivity": 1, "extract_features": 1, "evaluate": 1, **AGGREGATES}
+
+
+def test_variant_names_of_the_workflows_own_builds_are_refused(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["variants"]["int8.unranked"] = {"type": "pt2e_int8"}
+    result = snakemake(make_project(tmp_path, config), "-n")
+    assert result.returncode == 1
+    assert "config field variants.int8.unranked: names ending in .unranked are the workflow's own" in result.stderr

@@ -8,7 +8,13 @@ module states everything about its type in one place:
 - ``calibrated(spec)``: whether building it needs calibration images;
 - ``unsupported_reason(spec, device)``: why it cannot run there, or None;
 - ``precision(spec)`` and ``runtime(spec)``: the summary's labels for a row;
-- ``build(name, spec, embedder, opts, example, calibration, path)`` and ``load(path, spec, device, name)``.
+- ``build(name, spec, embedder, opts, example, calibration, path)`` and ``load(path, spec, device, name)``;
+- optionally ``resolve(spec, isa)``: its int8 saturation guard decided for the building CPU;
+- optionally ``measures_sensitivity(spec)`` and ``sensitivity(name, spec, folder, embedder,
+  opts, calibration, validation)``: per-layer sensitivity of a built artifact;
+- optionally ``ranked(spec)``: its build then takes ``ranking``, the layers of its fully int8
+  network most sensitive first;
+- optionally ``check(spec, where)``: what the schema cannot say, in one line.
 
 Its options and their defaults are the type's branch of the workflow's schema. Type modules
 import torch and the runtimes inside ``build``/``load`` only: the workflow asks which device
@@ -25,7 +31,8 @@ from types import ModuleType
 
 from reidquant.devices import cpu_isa, cpu_model
 from reidquant.errors import ReidQuantError
-from reidquant.jsonio import atomic_dir, read_json, write_json
+from reidquant.jsonio import atomic_dir, write_json
+from reidquant.variants.base import BUILD_RECORD, build_record
 from reidquant.variants import dynamic_fp16, eager_int8, fp32, half, onnxruntime, openvino, pt2e_int8
 
 TYPES: dict[str, ModuleType] = {module.NAME: module for module in (
@@ -58,11 +65,32 @@ def is_calibrated(spec: dict) -> bool:
     return variant_type(spec).calibrated(spec)
 
 
-def reports_sensitivity(spec: dict) -> bool:
-    """Whether building it measures each quantized layer's fidelity (types with
-    ``reports_sensitivity``; their ``build`` then takes ``validation`` batches)."""
+def measures_sensitivity(spec: dict) -> bool:
+    """Whether the per-layer sensitivity analysis measures it (types with ``sensitivity``)."""
     kind = variant_type(spec)
-    return hasattr(kind, "reports_sensitivity") and kind.reports_sensitivity(spec)
+    return hasattr(kind, "measures_sensitivity") and kind.measures_sensitivity(spec)
+
+
+def needs_ranking(spec: dict) -> bool:
+    """Whether its build chooses layers by the per-layer sensitivity of its fully int8 network."""
+    kind = variant_type(spec)
+    return hasattr(kind, "ranked") and kind.ranked(spec)
+
+
+def unranked(spec: dict) -> dict:
+    """The fully int8 build a ranked variant chooses its float layers from: the same spec,
+    nothing left in float, no budget."""
+    return {**spec, "float_modules": [], "accuracy_control": None, "sensitivity": True}
+
+
+def measure_sensitivity(name: str, spec: dict, folder: Path, embedder, opts: dict, calibration: list,
+                        validation: list) -> list[dict]:
+    """One row per quantized layer of the artifact built in ``folder`` (``reidquant.sensitivity``)."""
+    kind = variant_type(spec)
+    if not measures_sensitivity(spec):
+        raise ReidQuantError(f"variant {name}: per-layer sensitivity is not measured for type {kind.NAME} "
+                             f"with these settings")
+    return kind.sensitivity(name, deployed_spec(folder, spec), folder, embedder, opts, calibration, validation)
 
 
 def describe(kind: str) -> str:
@@ -77,11 +105,6 @@ def labels(spec: dict) -> dict:
     return {"precision": kind.precision(spec), "runtime": kind.runtime(spec)}
 
 
-# What a build records about itself next to what it deploys: the type, the saturation guard it
-# used and the CPU it was built on (plain JSON, read by every load).
-BUILD_RECORD = "build.json"
-
-
 def resolve(spec: dict, isa: str) -> tuple[dict, dict | None]:
     """``spec`` with its int8 saturation guard decided for a CPU of int8 instruction set
     ``isa`` (``auto`` resolved by the type), and the record of that choice (None for types
@@ -91,13 +114,13 @@ def resolve(spec: dict, isa: str) -> tuple[dict, dict | None]:
 
 
 def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibration: list, folder: Path,
-                   validation: list = (), selection=None) -> dict:
+                   ranking: list = (), selection=None) -> dict:
     """Make variant ``name`` from an fp32 embedder; write what it deploys into ``folder``, with
     the build's record (``build.json``).
 
     ``example`` is a batch of two inputs (the shape graph exports trace);
     ``calibration`` the calibration batches, empty for a type that is not calibrated;
-    ``validation`` the batches a type that ``reports_sensitivity`` measures its layers on;
+    ``ranking`` the layers, most sensitive first, a variant that ``needs_ranking`` chooses from;
     ``selection`` what a variant with ``accuracy_control`` is validated on.
     """
     kind = variant_type(spec)
@@ -105,23 +128,16 @@ def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibra
     spec, guard = resolve(spec, cpu_isa())
     record = {"variant": name, "type": kind.NAME, "saturation_guard": guard, "cpu_model": cpu_model(),
               "cpu_isa": cpu_isa()}
-    extra = {"validation": validation} if reports_sensitivity(spec) else {}
+    extra = {"ranking": list(ranking)} if needs_ranking(spec) else {}
     if selection is not None:
         extra["selection"] = selection
     with atomic_dir(folder) as staging:
-        found = kind.build(name, spec, embedder, opts, example, calibration, staging / kind.ARTIFACT, **extra)
+        found = kind.build(name, spec, embedder, opts, example, calibration, staging / kind.ARTIFACT, **extra) or {}
+        # What loading the artifact needs to know of its build goes into its record too.
+        record.update(found.pop("deploy", {}))
         size = (staging / kind.WEIGHTS).stat().st_size
         write_json(staging / BUILD_RECORD, record)
-    return {**record, "size_bytes": size, "quantize_s": time.perf_counter() - start, **(found or {})}
-
-
-def build_record(folder: Path) -> dict:
-    """What the build of the artifact in ``folder`` recorded (``build_artifact``)."""
-    path = Path(folder) / BUILD_RECORD
-    if not path.is_file():
-        raise ReidQuantError(f"{path}: not found; the folder was not written by this version's quantize "
-                             f"(build it again)")
-    return read_json(path)
+    return {**record, "size_bytes": size, "quantize_s": time.perf_counter() - start, **found}
 
 
 def deployed_spec(folder: Path, spec: dict) -> dict:

@@ -5,8 +5,23 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from pathlib import Path
 
 from reidquant.errors import ReidQuantError, cause
+from reidquant.jsonio import read_json
+
+# What a build records about itself next to what it deploys: the type, the saturation guard it
+# used, the CPU it was built on, and what its load needs to know of the build (plain JSON).
+BUILD_RECORD = "build.json"
+
+
+def build_record(folder: Path) -> dict:
+    """What the build of the artifact in ``folder`` recorded."""
+    path = Path(folder) / BUILD_RECORD
+    if not path.is_file():
+        raise ReidQuantError(f"{path}: not found; the folder was not written by this version's quantize "
+                             f"(build it again)")
+    return read_json(path)
 
 
 @contextlib.contextmanager

@@ -74,50 +74,86 @@ def _range_estimator(setting: str):
     return getattr(RangeEstimatorParametersSet, setting.upper())
 
 
-def reports_sensitivity(spec: dict) -> bool:
-    return spec["precision"] == "int8" and spec["sensitivity"]
-
-
 def check(spec: dict, where: str) -> None:
     if spec.get("accuracy_control") and spec["precision"] != "int8":
         raise ReidQuantError(f"{where} field accuracy_control: applies to precision int8 only, "
                              f"not {spec['precision']} (nothing is quantized to control)")
 
 
-def build(name, spec, embedder, opts, example, calibration, path, validation=(), selection=None) -> dict:
+def measures_sensitivity(spec: dict) -> bool:
+    # An accuracy-controlled build's quantizers come out of NNCF's own search, which ranked the
+    # same groups; what is measured here is rebuilt from plain calibration.
+    return spec["precision"] == "int8" and spec["sensitivity"] and not spec["accuracy_control"]
+
+
+def converted(name: str, embedder, example):
+    """The embedder as OpenVINO IR, its batch axis dynamic."""
+    import openvino as ov
+
+    with stage(name, "conversion to OpenVINO"):
+        return ov.convert_model(embedder, example_input=example,
+                                input=[ov.PartialShape([-1, 3, example.shape[2], example.shape[3]])])
+
+
+def build(name, spec, embedder, opts, example, calibration, path, selection=None) -> dict:
     """Writes the IR to ``path``. With ``accuracy_control``, ``selection`` (a
     ``reidquant.selection.SelectionSet``) is what NNCF's accuracy control validates on; the
-    layers it left in float and the val drop it reached are returned for ``quantize.json``.
-    With ``validation`` batches, also each layer's ``sensitivity``: the val cos_mean gained by
-    reverting its quantizer group alone to float."""
+    layers it left in float and the val drop it reached are returned for ``quantize.json``."""
     import openvino as ov
+
+    from reidquant.sensitivity import weighted_layers
+
+    model = converted(name, embedder, example)
+    found = {}
+    if spec["precision"] == "int8":
+        model = _quantized(name, spec, model, calibration, selection)
+        if spec["accuracy_control"]:
+            found.update(_controlled(name, spec["accuracy_control"], model, selection, weighted_layers(embedder)))
+    with stage(name, "saving the IR"):
+        ov.save_model(model, path, compress_to_fp16=spec["precision"] == "bf16")
+    return found
+
+
+def sensitivity(name, spec, folder, embedder, opts, calibration, validation) -> list[dict]:
+    """Per convolution and linear layer of the int8 IR built in ``folder``: the val cos_mean
+    gained by reverting its quantizer group alone to float (``group_gains``).
+
+    NNCF reverts a group only in its own form of the model, the weights still float behind
+    their FakeQuantize, which the deployed IR no longer has (its weights are packed into int8).
+    So the quantizers are made again from the same calibration images and settings (NNCF's
+    calibration is deterministic), and the result is checked to compute what the deployed IR
+    computes before anything is measured."""
+    from openvino._offline_transformations import compress_quantize_weights_transformation
 
     from reidquant.model import reference_name
     from reidquant.selection import cosine_set
     from reidquant.sensitivity import weighted_layers
 
-    with stage(name, "conversion to OpenVINO"):
-        model = ov.convert_model(embedder, example_input=example,
-                                 input=[ov.PartialShape([-1, 3, example.shape[2], example.shape[3]])])
-    found = {}
-    if spec["precision"] == "int8":
-        float_model = model
-        # Reverting a quantizer group reads the weights as float constants behind their
-        # FakeQuantize: they are packed into int8 only once the layers are measured.
-        model = _quantized(name, spec, model, calibration, selection, pack_weights=not validation)
-        if spec["accuracy_control"]:
-            found.update(_controlled(name, spec["accuracy_control"], model, selection, weighted_layers(embedder)))
-        if validation:
-            from openvino._offline_transformations import compress_quantize_weights_transformation
+    float_model = converted(name, embedder, validation[0][:2])
+    quantized = _quantized(name, spec, float_model, calibration, pack_weights=False)
+    packed = quantized.clone()
+    compress_quantize_weights_transformation(packed)
+    same_as_deployed(name, packed, Path(folder) / ARTIFACT, validation[0])
+    with stage(name, "per-layer sensitivity on val (each quantizer group in float)"):
+        return group_gains(name, float_model, quantized, cosine_set(validation, embedder), weighted_layers(embedder),
+                           lambda layer: reference_name(layer, opts["arch"]))
 
-            with stage(name, "per-layer sensitivity on val (each quantizer group in float)"):
-                found["sensitivity"] = group_gains(name, float_model, model, cosine_set(validation, embedder),
-                                                   weighted_layers(embedder),
-                                                   lambda layer: reference_name(layer, opts["arch"]))
-            compress_quantize_weights_transformation(model)
-    with stage(name, "saving the IR"):
-        ov.save_model(model, path, compress_to_fp16=spec["precision"] == "bf16")
-    return found
+
+def same_as_deployed(name: str, rebuilt, path: Path, images) -> None:
+    """Refuse to measure quantizers that do not compute what the IR at ``path`` computes."""
+    import numpy as np
+    import openvino as ov
+
+    core, config = ov.Core(), {"INFERENCE_PRECISION_HINT": "f32"}
+    with stage(name, f"reading the OpenVINO IR {path}"):
+        deployed = core.read_model(path)
+    ours = core.compile_model(rebuilt, "CPU", config)(images.numpy())[0]
+    theirs = core.compile_model(deployed, "CPU", config)(images.numpy())[0]
+    cosine = np.sum(ours * theirs, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    if not np.all(cosine > 1 - 1e-6):
+        raise ReidQuantError(f"variant {name}: the quantizers made again from its calibration images do not compute "
+                             f"what {path} computes (worst cosine {cosine.min():.6f}): it was built from other images, "
+                             "settings or an other NNCF; build it again")
 
 
 def _controlled(name, control: dict, model, selection, layer_names) -> dict:
@@ -272,8 +308,6 @@ def _validation(selection):
     import numpy as np
     import torch
 
-    from reidquant.selection import embed_batches
-
     images = torch.cat(selection.val)
     gallery = {}
 
@@ -282,10 +316,10 @@ def _validation(selection):
 
     def validate(compiled, indices):
         chosen = [int(i) for i in indices]
-        features = embed_batches(forward(compiled), images[chosen].split(32))
+        features = selection.embed(forward(compiled), images[chosen].split(32))
         if selection.metric == "mAP":
             if gallery.get("model") is not compiled:
-                gallery.update(model=compiled, features=embed_batches(forward(compiled), selection.gallery))
+                gallery.update(model=compiled, features=selection.embed(forward(compiled), selection.gallery))
             features = np.concatenate([features, gallery["features"]])
         return selection.value(features, chosen)
 

@@ -13,17 +13,35 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
+import time
 import zipfile
 from pathlib import Path
 
 from reidquant.devices import cpu_has_bf16
 from reidquant.errors import ReidQuantError
-from reidquant.safeload import check_export_archive
-from reidquant.variants.base import guarded, stage
+from reidquant.safeload import check_compiled_package, check_export_archive
+from reidquant.variants.base import build_record, guarded, stage
 
 NAME = "pt2e_int8"
+# The portable quantized program (its weights are the row's size) and, with ``compile``, the
+# same program compiled ahead of time for a dynamic batch: what a service loads.
 ARTIFACT = WEIGHTS = "model.pt2"
+PACKAGE = "model_compiled.pt2"
 ALIGNMENT = 64  # bytes, as torch.export.save aligns tensor data
+MAX_BATCH = 4096  # the largest batch the exported program accepts
+
+
+def dynamic_batch() -> tuple:
+    import torch
+
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+
+
+def ahead_of_time(spec: dict) -> bool:
+    """Compiled by the build: every compiled build but int8-mixed-bf16, whose bfloat16 between
+    the kernels is an autocast around the compiled program at each call."""
+    return spec["compile"] and not spec["mixed_bf16"]
 
 
 def calibrated(spec: dict) -> bool:
@@ -49,11 +67,18 @@ def precision(spec: dict) -> str:
 
 
 def runtime(spec: dict) -> str:
+    if ahead_of_time(spec):
+        return "torch+aotinductor"
     return "torch+inductor" if spec["compile"] else "torch"
 
 
-def reports_sensitivity(spec: dict) -> bool:
-    return spec["sensitivity"] or spec["float_modules"] == "auto"
+def measures_sensitivity(spec: dict) -> bool:
+    return spec["sensitivity"]
+
+
+def ranked(spec: dict) -> bool:
+    """Whether its build needs the per-layer ranking of its fully int8 network."""
+    return spec["float_modules"] == "auto"
 
 
 def check(spec: dict, where: str) -> None:
@@ -66,31 +91,25 @@ def check(spec: dict, where: str) -> None:
                              "(a list of float_modules is already a choice)")
 
 
-def build(name, spec, embedder, opts, example, calibration, path, validation=(), selection=None) -> dict:
-    """Writes the quantized program to ``path``.
+def build(name, spec, embedder, opts, example, calibration, path, ranking=(), selection=None) -> dict:
+    """Writes the quantized program to ``path`` and, with ``compile``, the same program compiled
+    ahead of time (``PACKAGE``) beside it.
 
-    With ``validation`` batches, returns each quantized layer's SQNR on them (``sensitivity``,
-    by torchao's numeric debugger) and, for the most sensitive layers, the val cos_mean that
-    leaving that one layer in float gains. With ``float_modules: auto``, the layers left in
-    float are the most sensitive ones, as few as keep ``accuracy_control``'s budget on
-    ``selection`` (a ``reidquant.selection.SelectionSet``).
+    With ``float_modules: auto``, the layers left in float are the first of ``ranking`` (the
+    layers of this build's fully int8 network, lowest SQNR on val first: its per-layer
+    sensitivity), as few as keep ``accuracy_control``'s budget on ``selection`` (a
+    ``reidquant.selection.SelectionSet``).
     """
     import torch
-    from torchao.quantization.pt2e._numeric_debugger import prepare_for_propagation_comparison
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
-    from reidquant.model import reference_name
-    from reidquant.selection import cosine_set
-    from reidquant.sensitivity import layer_sqnr
     from reidquant.variants.torch_state import calibrate
 
-    dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},)
     with stage(name, "export"):
-        graph = torch.export.export(embedder, (example,), dynamic_shapes=dynamic).module()
+        graph = torch.export.export(embedder, (example,), dynamic_shapes=dynamic_batch()).module()
         # The float graph with the BatchNorms after convolutions folded as prepare_pt2e folds
-        # them (which it does in place): a layer's output is then the same tensor in the float
-        # and the quantized graph, and a layer left in float gets exactly these weights.
+        # them (which it does in place): a layer left in float gets exactly these weights.
         float_graph = folded(graph)
         auto = spec["float_modules"] == "auto"
         layers = [] if auto else layers_under(name, spec["float_modules"], float_graph)
@@ -101,21 +120,14 @@ def build(name, spec, embedder, opts, example, calibration, path, validation=(),
     with stage(name, "calibration"):
         calibrate(prepared, calibration, desc=f"calibrate {name}")
     with stage(name, "conversion"):
-        converted = convert_pt2e(prepared)
+        converted = convert(prepared)
         converted.graph.eliminate_dead_code()
     found = {}
-    if validation:
-        with stage(name, "per-layer sensitivity on val"):
-            rows = layer_sqnr(prepare_for_propagation_comparison(float_graph), converted, validation,
-                              lambda layer: reference_name(layer, opts["arch"]))
-            add_float_gains(rows, converted, float_graph, cosine_set(validation, embedder), desc=name)
-        found["sensitivity"] = rows
     if auto:
         with stage(name, f"choosing the layers left in float ({spec['accuracy_control']['metric']} on val, "
                          f"max_drop {spec['accuracy_control']['max_drop']})"):
-            layers, control = choose_float_layers(name, spec["accuracy_control"], converted, float_graph,
-                                                  found["sensitivity"], selection)
-        found["accuracy_control"] = control
+            layers, found["accuracy_control"] = choose_float_layers(name, spec["accuracy_control"], converted,
+                                                                    float_graph, list(ranking), selection)
     found["float_layers"] = layers
     with stage(name, "export of the quantized program"):
         if layers:
@@ -123,10 +135,39 @@ def build(name, spec, embedder, opts, example, calibration, path, validation=(),
         # The int8 weights are new constants; drop the fp32 originals the graph no longer
         # reads, or the saved program would carry both.
         drop_unread_tensors(converted)
-        program = torch.export.export(converted, (example[:2],), dynamic_shapes=dynamic)
-    program.example_inputs = None  # not part of the model: don't ship a batch of images with it
+        program = torch.export.export(converted, (example[:2],), dynamic_shapes=dynamic_batch())
+    if ahead_of_time(spec):  # AOTInductor traces the example input, so before it is dropped
+        found.update(compile_package(name, program, Path(path).parent / PACKAGE))
+    program.example_inputs = None  # not part of the model: don't ship an input with it
     save_program(program, path)
     return found
+
+
+def convert(prepared):
+    """``convert_pt2e``, without torchao's conv-BatchNorm folding for quantization-aware training
+    where no BatchNorm follows a convolution.
+
+    Written for torchao 0.18.0, whose ``convert_pt2e`` runs ``_fold_conv_bn_qat`` on any graph
+    holding a BatchNorm, exporting dozens of pattern graphs to match. In a post-training graph
+    ``prepare_pt2e`` has already folded every BatchNorm that follows a convolution; DenseNet's
+    pre-activation BatchNorms, which remain, match none of the patterns. Skipping it leaves the
+    same graph and saves most of the conversion's time (docs/benchmarks.md).
+    """
+    from unittest import mock
+
+    from torchao.quantization.pt2e import quantize_pt2e
+    from torchao.quantization.pt2e.utils import _is_bn_node
+
+    def follows_convolution(node) -> bool:
+        source = node.args[0]
+        while getattr(source, "op", None) == "call_function" and "quantize" in str(source.target):
+            source = source.args[0]
+        return getattr(source, "op", None) == "call_function" and "conv" in str(source.target)
+
+    if any(_is_bn_node(node) and follows_convolution(node) for node in prepared.graph.nodes):
+        return quantize_pt2e.convert_pt2e(prepared)
+    with mock.patch.object(quantize_pt2e, "_fold_conv_bn_qat", lambda graph_module: graph_module):
+        return quantize_pt2e.convert_pt2e(prepared)
 
 
 # For this many of the most sensitive layers, sensitivity.csv says what leaving each one alone
@@ -179,10 +220,33 @@ def with_float_layers(converted, float_graph, layers):
     return model
 
 
-def val_value(model, selection) -> float:
-    from reidquant.selection import embed_batches
+def sensitivity(name, spec, folder, embedder, opts, calibration, validation) -> list[dict]:
+    """Per quantized layer of the program built in ``folder``, in network order: the SQNR of
+    its output against the float network's on the ``validation`` batches, and for the
+    ``GAIN_LAYERS`` lowest, the val cos_mean gained by leaving that layer alone in float."""
+    import torch
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401 - registers the quantized ops it reads
 
-    return selection.value(embed_batches(model, selection.val + selection.gallery))[0]
+    from reidquant.model import reference_name
+    from reidquant.selection import cosine_set
+    from reidquant.sensitivity import layer_sqnr
+
+    path = Path(folder) / ARTIFACT
+    check_export_archive(path)
+    with stage(name, f"reading the torch.export program {path}"), open(path, "rb") as handle:
+        quantized = torch.export.load(handle).module()
+    with stage(name, "export of the float network"):
+        example = validation[0][:2]
+        float_graph = folded(torch.export.export(embedder, (example,), dynamic_shapes=dynamic_batch()).module())
+    with stage(name, "per-layer SQNR on val"):
+        rows = layer_sqnr(float_graph, quantized, validation, lambda layer: reference_name(layer, opts["arch"]))
+    with stage(name, "each of the lowest-SQNR layers alone in float"):
+        add_float_gains(rows, quantized, float_graph, cosine_set(validation, embedder), desc=name)
+    return rows
+
+
+def val_value(model, selection) -> float:
+    return selection.value(selection.embed(model, selection.val + selection.gallery))[0]
 
 
 def add_float_gains(rows: list[dict], converted, float_graph, selection, desc: str) -> None:
@@ -197,17 +261,16 @@ def add_float_gains(rows: list[dict], converted, float_graph, selection, desc: s
         row["cos_mean_gain"] = val_value(with_float_layers(converted, float_graph, [row["layer"]]), selection) - base
 
 
-def choose_float_layers(name, control: dict, converted, float_graph, rows, selection) -> tuple[list, dict]:
-    """The fewest most-sensitive layers (by SQNR on val) left in float that keep the val drop
-    within ``control['max_drop']``: counts tried by doubling, then halving the gap. A budget
+def choose_float_layers(name, control: dict, converted, float_graph, ranked: list[str], selection
+                        ) -> tuple[list, dict]:
+    """The fewest of the ``ranked`` layers (most sensitive first) left in float that keep the val
+    drop within ``control['max_drop']``: counts tried by doubling, then halving the gap. A budget
     that ``max_float_layers`` cannot meet is said in one line and the most faithful count tried
     is built."""
     import sys
 
-    from reidquant.selection import budget_record, within_budget
-    from reidquant.sensitivity import most_sensitive
+    from reidquant.selection import budget_record, meets_max_drop
 
-    ranked = [row["layer"] for row in most_sensitive(rows, len(rows))]
     limit = min(control.get("max_float_layers") or len(ranked), len(ranked))
     values, tried = {}, {}  # count of layers in float -> its val value, and its drop
 
@@ -221,7 +284,7 @@ def choose_float_layers(name, control: dict, converted, float_graph, rows, selec
         return tried[count]
 
     def within(count: int) -> bool:
-        return within_budget(drop(count), control)
+        return meets_max_drop(drop(count), control)
 
     low, high = 0, 1  # low: a count over budget (or 0 untried); high: the next count to try
     if within(0):
@@ -345,6 +408,14 @@ def load(path, spec, device, name):
 
     from reidquant.features import Runner
 
+    if ahead_of_time(spec):
+        record = build_record(Path(path).parent)
+        unusable = package_unusable(record)
+        if unusable is None:
+            return Runner(compiled_package(name, Path(path).parent / PACKAGE, record["package_sha256"]),
+                          config={"runtime": "torch+aotinductor", "compiled_for": "a dynamic batch, by the build",
+                                  "vec_isa": record["vec_isa"]})
+        print(f"warning: variant {name}: {unusable}; compiling its portable program here instead", file=sys.stderr)
     with stage(name, f"reading the torch.export program {path}"), open(path, "rb") as handle:
         module = torch.export.load(handle).module()
     # int8-mixed-bf16: what is not quantized (the pre-activation BatchNorms, pooling) runs in
@@ -354,7 +425,63 @@ def load(path, spec, device, name):
     forward = compiled(module, options) if spec["compile"] else module
     config = {"runtime": "torch+inductor", "compiled_for": "each batch size", "inductor": options} \
         if spec["compile"] else {"runtime": "torch", "compile": False}
-    return Runner(forward, channels_last=True, autocast=autocast, config=config)
+    runtime_label = "torch+inductor" if spec["compile"] else "torch"
+    return Runner(forward, channels_last=True, autocast=autocast, config=config, runtime=runtime_label)
+
+
+def compile_package(name: str, program, package: Path) -> dict:
+    """``program`` compiled ahead of time by AOTInductor into ``package``, its weights frozen
+    into oneDNN's prepacked int8 kernels, for any batch size up to ``MAX_BATCH``; what the
+    build records of it."""
+    import hashlib
+
+    import torch
+    from torch._inductor import aoti_compile_and_package
+
+    start = time.perf_counter()
+    with stage(name, "ahead-of-time compilation (AOTInductor)"), torch.no_grad():
+        aoti_compile_and_package(program, package_path=str(package), inductor_configs=inductor_options())
+    return {"compile_s": time.perf_counter() - start, "package_bytes": package.stat().st_size,
+            "deploy": {"package": PACKAGE, "package_sha256": hashlib.sha256(package.read_bytes()).hexdigest(),
+                       "vec_isa": vec_isa()}}
+
+
+def vec_isa() -> str:
+    """The vector instruction set Inductor compiles C++ kernels for on this CPU."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    return type(pick_vec_isa()).__name__
+
+
+def package_unusable(record: dict) -> str | None:
+    """Why the build's compiled package cannot run on this CPU (its kernels use vector
+    instructions this CPU lacks), or None."""
+    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+
+    if "package" not in record:
+        return "its build compiled no package"
+    here = [type(isa).__name__ for isa in valid_vec_isa_list()]
+    if record["vec_isa"] not in here and record["vec_isa"] != "InvalidVecISA":
+        return (f"its compiled package uses {record['vec_isa']} instructions, which this CPU lacks "
+                f"(it has {', '.join(here) or 'none of them'})")
+    return None
+
+
+def compiled_package(name: str, package: Path, sha256: str):
+    """The build's compiled package, loaded: checked to be the one the build recorded and to
+    hold nothing unpickled, then fed the contiguous batches it was compiled for (it reads
+    other strides as if they were those, and computes nonsense)."""
+    import torch
+    from torch._inductor import aoti_load_package
+
+    check_compiled_package(package, sha256)
+    with stage(name, f"loading the compiled package {package}"):
+        model = aoti_load_package(str(package))
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return model(batch.contiguous())
+
+    return forward
 
 
 def inductor_options() -> dict:

@@ -9,13 +9,14 @@ from reidquant import sources
 from reidquant.codedeps import library_files
 from reidquant.configcheck import (
     REFERENCE,
+    UNRANKED,
     check_config,
     check_input_size,
     coerce_config,
 )
 from reidquant.errors import ReidQuantError
 from reidquant.market import RAW_NAME
-from reidquant.variants import complete, reports_sensitivity
+from reidquant.variants import complete, measures_sensitivity, needs_ranking, unranked
 
 
 def fail(message):
@@ -44,9 +45,9 @@ try:
     DATASET = sources.dataset(config)
     WEIGHTS = sources.weights(config, DATASET.name)
     JOBS, SKIPPED = sources.jobs(config)
-    # Variants whose build measures each quantized layer on val (summary.md, sensitivity.csv).
+    # Variants whose per-layer sensitivity results/sensitivity.md measures.
     SENSITIVITY = sorted(
-        {v for v, _ in JOBS if reports_sensitivity(config["variants"][v])}
+        {v for v, _ in JOBS if measures_sensitivity(config["variants"][v])}
     )
 except ReidQuantError as error:
     fail(error)
@@ -79,8 +80,31 @@ def all_cores():
     return cores if cores and cores != sys.maxsize else 1
 
 
+def spec_of(name):
+    """A variant's spec; <name>.unranked is the fully int8 build of ranked variant <name>."""
+    if name.endswith(UNRANKED):
+        return unranked(config["variants"][name.removesuffix(UNRANKED)])
+    return config["variants"][name]
+
+
 def variant_spec(wildcards):
-    return config["variants"][wildcards.variant]
+    return spec_of(wildcards.variant)
+
+
+def budget_scales(wildcards):
+    """The extraction's scales, for a build that judges a budget (None for any other)."""
+    if spec_of(wildcards.variant).get("accuracy_control"):
+        return config["extract"]["ms"]
+    return None
+
+
+def ranking(wildcards):
+    """The per-layer sensitivity a ranked variant's build chooses its float layers by."""
+    if wildcards.variant.endswith(UNRANKED) or not needs_ranking(
+        spec_of(wildcards.variant)
+    ):
+        return []
+    return f"results/{wildcards.variant}{UNRANKED}/sensitivity.csv"
 
 
 def stable(value):

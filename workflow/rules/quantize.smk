@@ -3,9 +3,11 @@ rule quantize:
         weights=str(WEIGHTS.folder / "net_last.pth"),
         opts=str(WEIGHTS.folder / "opts.yaml"),
         data=str(DATASET.prepared),
+        ranking=ranking,
         code=library("quantize.py"),
     output:
-        # What the variant deploys: model.pt, model.pt2, OpenVINO's model.xml + model.bin, model.onnx
+        # What the variant deploys (model.pt, model.pt2 and model_compiled.pt2, OpenVINO's
+        # model.xml + model.bin, model.onnx) and the build's record, build.json
         model=directory("results/{variant}/model"),
         info="results/{variant}/quantize.json",
     log:
@@ -23,5 +25,7 @@ rule quantize:
         # What the artifact is built from, recorded with it: a new source rebuilds it.
         weights=WEIGHTS.label,
         dataset=DATASET.name,
+        # A budget is judged on the embedding the extraction makes: its scales, where it has one.
+        ms=budget_scales,
     script:
         "../scripts/quantize.py"

@@ -35,13 +35,6 @@ rule summary:
             caption="../report/latency_vs_accuracy.rst",
             category="Plots",
         ),
-        sensitivity_plot=report(
-            "results/plots/sensitivity.png",
-            caption="../report/sensitivity.rst",
-            category="Plots",
-        ),
-        # Each int8 row's per-layer SQNR, as its build measured it on val.
-        sensitivity=expand("results/{variant}/sensitivity.csv", variant=SENSITIVITY),
     log:
         "results/logs/summary.log",
     conda:
@@ -52,6 +45,5 @@ rule summary:
         dataset=DATASET.name,
         weights=WEIGHTS.label,
         select=config["select"],
-        sensitivity_variants=SENSITIVITY,
     script:
         "../scripts/summary.py"

@@ -12,5 +12,4 @@ run_rule(
     jobs=[tuple(job) for job in p.jobs], skipped=[tuple(row) for row in p.skipped],
     quantize=snakemake.input.quantize, timing=snakemake.input.timing, metrics=snakemake.input.metrics,
     dataset=p.dataset, weights=p.weights, outputs=snakemake.output, select=p.select,
-    sensitivity_variants=p.sensitivity_variants,
 )
