@@ -10,7 +10,7 @@ sys.path.insert(0, workflow.basedir)
 configfile: "config/config.yaml"
 
 
-# common.smk checks the config against workflow/schemas/config.schema.yaml first.
+# common.smk checks the config against reidquant/config.schema.yaml first.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/model.smk"

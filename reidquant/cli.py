@@ -87,7 +87,7 @@ def _quantize(args) -> None:
     size = section("input", height=args.height, width=args.width)
     print(json.dumps(quantize(name=args.name, spec=variant_spec(args.spec), weights=Path(args.weights),
                               data_root=Path(args.data), out=Path(args.out), height=size["height"],
-                              width=size["width"], threads=args.threads)))
+                              width=size["width"], threads=args.threads, batch_sizes=args.batch_sizes)))
 
 
 def _extract(args) -> None:
@@ -105,6 +105,18 @@ def _extract(args) -> None:
                               settings=ExtractSettings.from_config(config), reference_artifact=reference,
                               reference_spec=variant_spec(json.dumps({"type": REFERENCE})))
     print(json.dumps(without_lists(timing)))
+
+
+def _sensitivity(args) -> None:
+    from reidquant.pipeline import layer_sensitivity
+    from reidquant.sensitivity import most_sensitive
+
+    size = section("input", height=args.height, width=args.width)
+    rows = layer_sensitivity(name=args.name, spec=variant_spec(args.spec), weights=Path(args.weights),
+                             data_root=Path(args.data), artifact=Path(args.artifact), out=Path(args.out),
+                             height=size["height"], width=size["width"], threads=args.threads)
+    print(f"{len(rows)} layers measured, written to {args.out}; most sensitive: "
+          + ", ".join(row["layer"] for row in most_sensitive(rows, 5)))
 
 
 def _fetch(args) -> None:
@@ -160,7 +172,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="checkpoint folder (net_last.pth + opts.yaml)")
     p.add_argument("--data", required=True, help="prepared dataset folder (calibration uses train/)")
     p.add_argument("--out", required=True, help="folder for the artifact (model.pt, model.xml + .bin, ...)")
+    p.add_argument("--batch-sizes", type=at_least(1), nargs="+",
+                   help="what a type compiled by its build (pt2e_int8) is compiled for (default: the config "
+                        "schema's extract.batch_size and benchmark.latency_batches)")
     p.set_defaults(run=_quantize)
+
+    p = commands.add_parser("sensitivity", parents=[sizes], help="per-layer sensitivity of a built int8 artifact")
+    p.add_argument("--name", required=True)
+    p.add_argument("--spec", required=True, help="the JSON variant spec it was built with")
+    p.add_argument("--weights", required=True, help="the checkpoint folder it was built from")
+    p.add_argument("--data", required=True, help="prepared dataset folder (val/ is measured on)")
+    p.add_argument("--artifact", required=True, help="the folder quantize wrote")
+    p.add_argument("--out", required=True, help="the csv to write")
+    p.set_defaults(run=_sensitivity)
 
     p = commands.add_parser("extract", parents=[sizes], help="query/gallery features of one variant on one device")
     p.add_argument("--artifact", required=True, help="the folder quantize wrote")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import jsonschema
@@ -19,13 +20,14 @@ REFERENCE = "fp32"
 RESULTS_NAMES = ("summary.csv", "summary.md", "sensitivity.md", "report.html", "plots", "logs", "train", "untrained")
 # results/<name>.unranked/ is the fully int8 build a float_modules auto variant <name> ranks its layers by.
 UNRANKED = ".unranked"
-# The workflow's schema, also used by ``python -m reidquant`` (the package runs from the repository).
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+# The one schema of the config and of every spec the command line takes: package data, read by
+# the workflow (common.smk) and by ``python -m reidquant`` alike, installed or in a clone.
+SCHEMA_PATH = Path(str(resources.files("reidquant").joinpath("config.schema.yaml")))
 
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", type(None): "null", str: "string"}
 
 
-def coerce_config(config: dict, schema_path: Path) -> dict:
+def coerce_config(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     """Turn strings into the booleans, numbers and nulls the schema asks for, in place.
 
     Snakemake reads nested ``--config`` values with YAML's base loader, so
@@ -82,7 +84,7 @@ def problem(where: str, error: jsonschema.ValidationError) -> str:
     return f"{where} field {path}: {error.message}" if path else f"{where}: {error.message}"
 
 
-def check_config(config: dict, schema_path: Path) -> None:
+def check_config(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
     """Raise ReidQuantError naming the first wrong field of ``config``."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
@@ -124,6 +126,17 @@ def schema_part(*keys: str, schema_path: Path = SCHEMA_PATH) -> dict:
     for key in keys:
         part = part["properties"][key]
     return part.get("additionalProperties", part) if keys == ("variants",) else part
+
+
+def called_batch_sizes(extract: dict, benchmark: dict) -> list[int]:
+    """The batch sizes an extraction job calls a variant with (config sections ``extract`` and
+    ``benchmark``): the throughput and extraction batch, and each latency batch."""
+    return sorted({extract["batch_size"], *benchmark["latency_batches"]})
+
+
+def section_defaults(key: str) -> dict:
+    """Config section ``key`` as the schema's defaults fill it in."""
+    return checked({}, schema_part(key), f"config section {key}")
 
 
 def checked(value: dict, schema: dict, where: str) -> dict:

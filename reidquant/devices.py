@@ -1,7 +1,9 @@
-"""What this machine has (CPU model and flags, cores, CUDA), read without importing torch.
+"""What this machine has (CPU model and flags, int8 instructions, cores, CUDA).
 
-The Snakefile asks this while it builds the job graph, possibly in an environment where
-only Snakemake is installed (``--use-conda``), so it reads the machine directly.
+Read directly, without importing torch where it can be (a job asks on the node that runs it,
+possibly in an environment where only the job's own packages are installed).
+``REIDQUANT_HIDE_HARDWARE`` makes a process act as if the machine lacked CUDA or native
+bfloat16, to run as a smaller machine would.
 """
 
 from __future__ import annotations
@@ -98,13 +100,32 @@ def set_threads(threads: int | None) -> int:
     return threads
 
 
+# Hardware a process treats as absent: to run, or plan, as a machine without it would.
+HIDE_ENV = "REIDQUANT_HIDE_HARDWARE"
+HIDEABLE = ("cuda", "bf16")
+
+
+def hidden() -> frozenset[str]:
+    """What ``REIDQUANT_HIDE_HARDWARE`` (a comma-separated list of cuda, bf16) hides."""
+    named = frozenset(word.strip() for word in os.environ.get(HIDE_ENV, "").split(",") if word.strip())
+    unknown = sorted(named - set(HIDEABLE))
+    if unknown:
+        raise ReidQuantError(f"environment variable {HIDE_ENV}: {', '.join(unknown)} is not one of "
+                             f"{', '.join(HIDEABLE)}")
+    return named
+
+
 def cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX: the CPU computes bfloat16 natively instead of emulating it."""
-    return bool({"avx512_bf16", "amx_bf16", "bf16"} & cpu_flags())
+    return "bf16" not in hidden() and bool({"avx512_bf16", "amx_bf16", "bf16"} & cpu_flags())
+
+
+def cuda_available() -> bool:
+    return "cuda" not in hidden() and _cuda_present()
 
 
 @functools.cache
-def cuda_available() -> bool:
+def _cuda_present() -> bool:
     try:
         import torch
     except ImportError:
@@ -119,6 +140,11 @@ def device_available(device: str) -> bool:
     if device not in DEVICES:
         raise ReidQuantError(f"devices: unknown device {device!r} (use {' or '.join(DEVICES)})")
     return device == "cpu" or cuda_available()
+
+
+def node() -> str:
+    """This machine's name, as a job records where it decided what it could run."""
+    return platform.node() or "unknown"
 
 
 def resident_bytes() -> int | None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import write_json
-from reidquant.matfile import MAT_KEYS, as_int_vector, check_same_images, load_features
+from reidquant.matfile import MAT_KEYS, as_int_vector, check_same_images, load_features, not_run_record
 
 CMC_DEPTH = 50
 # Query rows per chunk: keeps each chunk's float64 score matrix near 50 MB, so the full
@@ -269,7 +269,14 @@ def evaluate_file(path, reference_path=None) -> dict:
 
 
 def evaluate_and_save(path, reference_path=None, json_path=None) -> dict:
-    """`evaluate_file`, its metrics written to ``json_path`` and said in one line on stdout."""
+    """`evaluate_file`, its metrics written to ``json_path`` and said in one line on stdout.
+    An extraction that recorded why it could not run on its node passes that record on."""
+    record = not_run_record(path)
+    if record is not None:
+        if json_path:
+            write_json(json_path, {"not_run": record})
+        print(f"not run on node {record['node']}: {record['reason']}")
+        return {"not_run": record}
     metrics = evaluate_file(path, reference_path)
     if metrics["normalised"]:
         print(f"note: {', '.join(metrics['normalised'])} features were not L2-normalised; normalised them",

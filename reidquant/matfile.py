@@ -7,6 +7,7 @@ and ``gallery_path`` (image file names) are our extension.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,18 @@ def _int_key(mat: dict, key: str, path) -> np.ndarray:
     if values.dtype.kind not in "iub" and not (values.dtype.kind == "f" and np.all(values == np.round(values))):
         raise ReidQuantError(f"{path}: {key} must hold integers, got {values.dtype} values")
     return as_int_vector(values)
+
+
+def not_run_record(path) -> dict | None:
+    """What an extraction job recorded in place of features where its node could not run the
+    variant (``reidquant.pipeline.extract_features``), or None for a features file."""
+    try:
+        mat = scipy.io.loadmat(str(path), variable_names=["not_run"])
+    except Exception:  # not a readable .mat: load_features names the problem
+        return None
+    if "not_run" not in mat:
+        return None
+    return json.loads(_read_strings(mat["not_run"])[0])
 
 
 def load_features(path) -> dict:

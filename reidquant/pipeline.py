@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from reidquant.configcheck import check_input_size
+from reidquant.configcheck import called_batch_sizes, check_input_size, section_defaults
 from reidquant.data import load_batch
-from reidquant.devices import cpu_isa, cpu_model, device_available, resident_bytes, set_threads
+from reidquant.devices import cpu_isa, cpu_model, node, resident_bytes, set_threads
 from reidquant.errors import ReidQuantError
 from reidquant.features import extract_dataset, latency, model_throughput, timing_images
 from reidquant.jsonio import write_json
@@ -25,6 +26,7 @@ from reidquant.variants import (
     build_artifact,
     build_record,
     deployed_spec,
+    hardware_reason,
     is_calibrated,
     labels,
     load_runner,
@@ -83,14 +85,16 @@ def calibration_batches(paths, height: int, width: int, batch_size: int = CALIBR
 
 def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, height: int, width: int,
              threads: int | None = None, info_out: Path | None = None, weights_label: str | None = None,
-             dataset_label: str | None = None, ranking: Path | None = None, ms=(1,)) -> dict:
+             dataset_label: str | None = None, ranking: Path | None = None, ms=(1,), batch_sizes=None) -> dict:
     """Build variant ``name`` from a checkpoint folder into the folder ``out``; returns what
     the summary needs of it (also written to ``info_out``, when given).
 
     ``weights_label`` and ``dataset_label`` (the summary's ``weights`` and ``dataset``; by
     default the folders) are recorded with it, so the table labels a row by what it was built from.
     ``ranking``: the ``sensitivity.csv`` of its fully int8 build, for a variant that chooses
-    layers by it; ``ms``: the extraction's scales, which a budget is judged with.
+    layers by it; ``ms``: the extraction's scales, which a budget is judged with; ``batch_sizes``:
+    what a variant compiled by its build is compiled for (by default the extraction's batch and
+    latency batch sizes, as the config's defaults set them).
     """
     check_input_size(height, width, ms, field="input size")
     set_threads(threads)
@@ -110,7 +114,8 @@ def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, h
     if spec.get("accuracy_control"):
         chosen_on = selection_set(spec["accuracy_control"]["metric"], data_root, height, width, embedder, ms)
     fp32_bytes = sum(v.numel() * v.element_size() for v in embedder.state_dict().values())
-    info = build_artifact(name, spec, embedder, opts, example, batches, Path(out), layers, chosen_on)
+    info = build_artifact(name, spec, embedder, opts, example, batches, Path(out), layers, chosen_on,
+                          batch_sizes or called_batch_sizes(section_defaults("extract"), section_defaults("benchmark")))
     info.update({"calibration_images": used, "fp32_param_bytes": fp32_bytes, "height": height, "width": width,
                  "weights": weights_label or str(weights), "dataset": dataset_label or str(data_root),
                  "arch": opts["arch"]})
@@ -177,7 +182,8 @@ def cold_start(artifact: Path, spec: dict, device: str, name: str, image: torch.
 
 def extract_features(name: str, artifact: Path, spec: dict, device: str, data_root: Path, out: Path,
                      timing_out: Path, settings: ExtractSettings, reference_artifact: Path | None = None,
-                     reference_spec: dict | None = None, dataset_label: str | None = None) -> dict:
+                     reference_spec: dict | None = None, dataset_label: str | None = None,
+                     record_not_run: bool = False) -> dict:
     """Features of variant ``name`` on ``device`` into ``out`` (.mat), its timing into ``timing_out``
     (which records ``dataset_label``, by default the data folder, as the images it ran on).
 
@@ -185,12 +191,24 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
     any other model is in the process), then, with ``reference_artifact`` (the fp32 variant)
     loaded, throughput at the extraction batch and latency at each of ``settings.latency_batches``,
     each timed in alternating rounds with fp32 on the same images; then the extraction.
+
+    Where this machine lacks what the variant needs on ``device`` (a CUDA device, native
+    bfloat16), ``record_not_run`` writes that, with this machine's name and CPU, into both
+    outputs (``not_run``) instead of failing: the workflow's jobs decide on their own node.
     """
-    if not device_available(device):
-        raise ReidQuantError(f"device {device!r} was asked for but this machine has no CUDA device")
     reason = unsupported_reason(spec, device)
     if reason:
         raise ReidQuantError(f"variant type {spec['type']} cannot run on {device}: {reason}")
+    missing = hardware_reason(spec, device)
+    if missing and not record_not_run:
+        raise ReidQuantError(f"variant {name} cannot run on {device} on this machine: {missing}")
+    if missing:
+        record = {"reason": missing, "node": node(), "device": device, "cpu_model": cpu_model(),
+                  "cpu_isa": cpu_isa()}
+        print(f"variant {name} does not run on {device} here: {missing} (node {record['node']})", file=sys.stderr)
+        save_mat(out, {"not_run": json.dumps(record)})
+        write_json(timing_out, {"not_run": record, "dataset": dataset_label or str(data_root)})
+        return {"not_run": record}
     s = settings
     check_input_size(s.height, s.width, s.ms)
     threads = set_threads(s.threads)

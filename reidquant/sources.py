@@ -13,7 +13,6 @@ from pathlib import Path
 import yaml
 
 from reidquant.architectures import select
-from reidquant.devices import device_available
 from reidquant.errors import ReidQuantError
 from reidquant.market import RAW_NAME
 from reidquant.variants import unsupported_reason
@@ -102,16 +101,15 @@ def check_checkpoint_folder(root: Path, folder: Path, field: str) -> None:
 
 
 def jobs(config: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
-    """(variant, device) pairs to run, and (variant, device, reason) for each one that cannot:
-    said in the log and in the summary, never run mislabelled."""
-    devices = [device for device in config["devices"] if device_available(device)]
-    if not devices:
-        raise ReidQuantError(f"devices: none of {', '.join(config['devices'])} is available on this machine "
-                             f"(no CUDA device); add cpu")
-    skipped = [("*", device, "no CUDA device on this machine") for device in config["devices"]
-               if device not in devices]
-    runnable = []
-    for device in devices:
+    """(variant, device) pairs to run, and (variant, device, reason) for each one that cannot run
+    anywhere: said in the log and in the summary, never run mislabelled.
+
+    Only what is impossible everywhere is decided here (OpenVINO on a GPU, float16 on a CPU).
+    Whether a machine has a CUDA device or native bfloat16 is decided by the job on the node
+    that runs it, which records why where it cannot: the machine that plans is not the one
+    that runs the jobs on a cluster."""
+    runnable, skipped = [], []
+    for device in config["devices"]:
         for variant, spec in config["variants"].items():
             reason = unsupported_reason(spec, device)
             if reason:

@@ -12,7 +12,7 @@ from reidquant import plots
 from reidquant.jsonio import write_text
 from reidquant.markdown import budget_markdown, markdown, sensitivity_markdown, what_to_ship
 from reidquant.sensitivity import read_csv
-from reidquant.table import rows
+from reidquant.table import not_run, rows
 
 # The analysis summary.md points to; it is made by its own target.
 SENSITIVITY_REPORT = Path("results/sensitivity.md")
@@ -23,6 +23,7 @@ def summarize(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, w
               extra_markdown: str = "") -> pd.DataFrame:
     table = rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset, weights, select)
     write_text(Path(csv_path), table.to_csv(index=False, float_format="%.6g"))
+    skipped = [*skipped, *not_run(jobs, timing_paths)]
     text = markdown(table, skipped) + "\n" + what_to_ship(table, **(select or {})) + extra_markdown
     write_text(Path(md_path), text)
     print(text)

@@ -80,6 +80,8 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
         check_provenance(q, q_path, "weights", weights)
         check_provenance(q, q_path, "dataset", dataset)
         check_provenance(t, t_path, "dataset", dataset)
+        if "not_run" in t:
+            continue  # its node could not run it: not_run() lists it
         if "latency" not in t or "cpu_isa" not in t:
             raise ReidQuantError(f"{t_path}: written by an older reidquant (no latency timings or CPU "
                                  f"instruction set); rerun that job")
@@ -105,6 +107,9 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
             "float_layers": len(q["float_layers"]) if "float_layers" in q else None, "num_images": t.get("num_images"),
             "height": q.get("height"), "width": q.get("width"),
         })
+    if not records:
+        raise ReidQuantError("no row ran: every extraction job recorded that its node could not run it ("
+                             + "; ".join(f"{v} / {d}: {r}" for v, d, r in not_run(jobs, timing_paths)) + ")")
     table = pd.DataFrame.from_records(records)
     if len(batches) > 1:
         raise ReidQuantError(f"the timings were measured at different latency batch sizes ({sorted(batches)}); "
@@ -142,6 +147,17 @@ def budget_misses(row, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> lis
     if row["mAP_delta"] < -max_mAP_drop:
         misses.append(f"mAP {row['mAP_delta']:+.2f}")
     return misses
+
+
+def not_run(jobs, timing_paths) -> list[tuple[str, str, str]]:
+    """(variant, device, reason) for each job whose node could not run it, with the node and its CPU."""
+    found = []
+    for (variant, device), path in zip(jobs, timing_paths):
+        record = read_json(path).get("not_run")
+        if record:
+            found.append((variant, device, f"{record['reason']} (decided on node {record['node']}, "
+                                           f"{record['cpu_model']}, int8 instructions {record['cpu_isa']})"))
+    return found
 
 
 def within_budget(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> pd.Series:

@@ -40,7 +40,8 @@ def test_tiny_config_on_slurm_matches_a_local_run(cluster, finished, tmp_path):
     result = snakemake(
         project, "--workflow-profile", "profiles/slurm", "results/summary.csv",
         "--default-resources", "slurm_partition=test", "mem_mb=2000", "cpus_per_task=2", "runtime=30",
-        "--set-resources", "extract_features:slurm_partition=test",
+        # This cluster has no GPU partition: the cuda rows' jobs go to the CPU node, which decides.
+        "--set-resources", "extract_features:slurm_partition=test", "extract_features:gpu=0",
         "--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
         cores=None)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -48,6 +49,10 @@ def test_tiny_config_on_slurm_matches_a_local_run(cluster, finished, tmp_path):
     on_cluster = {(r["variant"], r["device"]): r for r in read_summary(project)}
     here = {(r["variant"], r["device"]): r for r in read_summary(local)}
     assert on_cluster.keys() == here.keys()
+    # The jobs that this node could not run were planned all the same and said so from the node.
+    text = (project / "results" / "summary.md").read_text()
+    node = subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True).stdout.split()[0]
+    assert f"- fp32 / cuda: no CUDA device (decided on node {node}, " in text
     for key, row in on_cluster.items():
         assert row["threads"] == "2", key  # the cores the job was given
         for column in ACCURACY:

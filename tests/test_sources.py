@@ -70,18 +70,17 @@ def test_missing_checkpoint_folder_is_one_line(tmp_path):
         sources.weights(config(model={"weights": "nowhere"}), "synthetic", tmp_path)
 
 
-def test_jobs_skip_what_cannot_run_with_a_reason(monkeypatch):
-    monkeypatch.setattr(sources, "device_available", lambda device: device == "cpu")
-    variants = {"fp32": {"type": "fp32"}, "int8": {"type": "pt2e_int8"}, "fp16": {"type": "half", "dtype": "float16"}}
+@pytest.mark.parametrize("hidden", ["", "cuda,bf16"])
+def test_planning_skips_only_what_cannot_run_anywhere(monkeypatch, hidden):
+    """Whether a machine has CUDA or native bfloat16 is its jobs' to decide, on their node: the
+    plan is the same whatever the planning machine has."""
+    monkeypatch.setenv("REIDQUANT_HIDE_HARDWARE", hidden)
+    variants = {"fp32": {"type": "fp32"}, "int8": {"type": "pt2e_int8"}, "fp16": {"type": "half", "dtype": "float16"},
+                "bf16": {"type": "half", "dtype": "bfloat16"}}
     chosen = config(variants={name: complete(spec) for name, spec in variants.items()})
     check_config(chosen, SCHEMA_PATH)
     runnable, skipped = sources.jobs(chosen)
-    assert runnable == [("fp32", "cpu"), ("int8", "cpu")]
-    assert [row[:2] for row in skipped] == [("*", "cuda"), ("fp16", "cpu")]
-    assert "no fast fp16 convolutions" in skipped[1][2]
-
-
-def test_no_available_device_is_one_line(monkeypatch):
-    monkeypatch.setattr(sources, "device_available", lambda device: False)
-    with pytest.raises(ReidQuantError, match="devices: none of cuda is available"):
-        sources.jobs(config(devices=["cuda"]))
+    assert runnable == [("fp32", "cpu"), ("int8", "cpu"), ("bf16", "cpu"), ("fp32", "cuda"), ("fp16", "cuda"),
+                        ("bf16", "cuda")]
+    assert [row[:2] for row in skipped] == [("fp16", "cpu"), ("int8", "cuda")]
+    assert "no fast fp16 convolutions" in skipped[0][2] and "CPUs only" in skipped[1][2]

@@ -103,6 +103,34 @@ def test_rows_carry_intervals_and_paired_deltas(tmp_path, rng):
     assert text.startswith("dataset: synthetic, weights: trained, arch: ft_net, ") and set(table["arch"]) == {"ft_net"}
 
 
+def test_a_job_its_node_could_not_run_is_listed_not_tabled(tmp_path, rng):
+    from types import SimpleNamespace
+
+    from reidquant.summary import report
+
+    ap = rng.random(50)
+    folders = [write_job(tmp_path, "fp32", ap, (ap > 0.3).astype(int))]
+    record = {"reason": "no CUDA device", "node": "gpu-node-7", "device": "cuda", "cpu_model": "a CPU",
+              "cpu_isa": "avx2"}
+    not_run = write_job(tmp_path, "fp32_cuda", ap, (ap > 0.3).astype(int))
+    write_json(not_run / "timing.json", {"not_run": record, "dataset": "synthetic"})
+    write_json(not_run / "metrics.json", {"not_run": record})
+    jobs = [("fp32", "cpu"), ("fp32", "cuda")]
+    paths = [[f / name for f in (*folders, not_run)] for name in ("quantize.json", "timing.json", "metrics.json")]
+    outputs = SimpleNamespace(csv=tmp_path / "s.csv", markdown=tmp_path / "s.md",
+                              **{k: tmp_path / f"{k}.png" for k in ("accuracy", "size", "fidelity", "latency")})
+    table = report(jobs, [("int8", "cuda", "x86 Inductor int8 kernels (oneDNN) run on CPUs only")], *paths,
+                   "synthetic", "trained", outputs)
+    assert list(zip(table["variant"], table["device"])) == [("fp32", "cpu")]
+    text = (tmp_path / "s.md").read_text()
+    assert "- int8 / cuda: x86 Inductor int8 kernels (oneDNN) run on CPUs only" in text
+    assert "- fp32 / cuda: no CUDA device (decided on node gpu-node-7, a CPU, int8 instructions avx2)" in text
+    # Every job unable to run: one line saying so, not an empty table.
+    with pytest.raises(ReidQuantError, match=r"^no row ran: every extraction job recorded that its node could not "
+                                             r"run it \(fp32 / cuda: no CUDA device \(decided on node gpu-node-7"):
+        rows([("fp32", "cuda")], *([p[1]] for p in paths), "synthetic", "trained")
+
+
 def test_rows_of_different_images_are_refused(tmp_path, rng):
     from reidquant.errors import ReidQuantError
 

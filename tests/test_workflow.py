@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -35,10 +36,14 @@ def test_summary_has_contract_columns_and_rows(finished):
     assert float(int8["speedup"]) == pytest.approx(timing["speedup"], rel=1e-5)  # the CSV keeps 6 digits
     text = (project / "results" / "summary.md").read_text()
     assert text.count("| fp32 | cpu |") == 1
+    # What cannot run anywhere is decided while planning; what this machine lacks, by each job.
+    assert "- int8_seed / cuda: fbgemm int8 kernels run on CPUs only" in text
     if not shutil.which("nvidia-smi"):
-        assert "- * / cuda: no CUDA device on this machine" in text
+        for variant in ("fp32", "bf16"):
+            assert f"- {variant} / cuda: no CUDA device (decided on node {platform.node()}, " in text
     if ("bf16", "cpu") not in rows:
-        assert "- bf16 / cpu: this CPU has no AVX512-BF16 or AMX" in text
+        assert "- bf16 / cpu: this CPU has no AVX512-BF16 or AMX, so bfloat16 would only be emulated (decided " \
+               "on node" in text
     assert "EMBEDDED SYNTHETIC" not in result.stderr  # source: synthetic was asked for explicitly
     for plot in ("accuracy_vs_speed", "size", "fidelity", "latency_vs_accuracy"):
         assert (project / "results" / "plots" / f"{plot}.png").stat().st_size > 1000
@@ -108,12 +113,28 @@ def test_bad_config_names_the_field(tmp_path, edit, message):
     assert 'File "' not in result.stdout + result.stderr  # one line, no Python frames
 
 
-def test_only_unavailable_devices_is_said(tmp_path):
+def test_only_unavailable_devices_plan_and_end_in_one_line(tmp_path):
+    """On a machine without CUDA, cuda-only devices plan (a cluster's GPU node may have one); the
+    jobs record why they cannot run here, and the summary says that no row ran, in one line."""
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has a CUDA device")
-    result = snakemake(make_project(tmp_path, {**TINY, "devices": ["cuda"]}), "-n")
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config.update(devices=["cuda"], variants={"fp32": {"type": "fp32"}})
+    project = make_project(tmp_path, config)
+    result = snakemake(project, "results/summary.csv")
     assert result.returncode == 1
-    assert "devices: none of cuda is available on this machine (no CUDA device); add cpu" in result.stderr
+    assert ("reidquant: error: no row ran: every extraction job recorded that its node could not run it "
+            f"(fp32 / cuda: no CUDA device (decided on node {platform.node()}, ") in result.stderr
+    assert not (project / "results" / "summary.csv").exists()
+
+
+def jobs_that_ran(project) -> dict:
+    """Rule -> jobs of the finished project's default target: its table's rows, and the rows
+    whose node recorded that it could not run them."""
+    rows = read_summary(project)
+    recorded = len(list((project / "results").glob("*/*/timing.json")))
+    return {"quantize": len(list((project / "results").glob("*/quantize.json"))), "extract_features": recorded,
+            "evaluate": recorded, "rows": len(rows)}
 
 
 def test_market1501_requested_but_absent(tmp_path):
@@ -205,9 +226,9 @@ def expected_plan(module, jobs_per_rule):
 @pytest.mark.parametrize("rule", [rule for rule in FEEDS if rule != "all"])
 def test_code_change_reruns_exactly_the_jobs_that_run_it(finished, rule):
     project, _ = finished
-    rows = read_summary(project)  # the jobs that ran here (bf16 only where the CPU has native BF16)
     jobs_per_rule = {rule: 1 for rule in FEEDS}
-    jobs_per_rule.update(quantize=len({r["variant"] for r in rows}), extract_features=len(rows), evaluate=len(rows))
+    ran = jobs_that_ran(project)
+    jobs_per_rule.update(quantize=ran["quantize"], extract_features=ran["extract_features"], evaluate=ran["evaluate"])
     imported = library_modules(SCRIPTS[rule])
     everything = {p.relative_to(ROOT).as_posix() for p in (ROOT / "reidquant").rglob("*.py")}
     users = {m: sum(m in library_modules(script) for script in SCRIPTS.values()) for m in everything}
@@ -390,9 +411,9 @@ def test_other_weights_rerun_every_row(finished):
         jobs = dry_run_jobs(project, "--config", "model={weights: model/mine}")
     finally:
         shutil.rmtree(project / "model")
-    rows = read_summary(project)
-    assert jobs == {"quantize": len({r["variant"] for r in rows}), "extract_features": len(rows),
-                    "evaluate": len(rows), **AGGREGATES}
+    ran = jobs_that_ran(project)
+    assert jobs == {"quantize": ran["quantize"], "extract_features": ran["extract_features"],
+                    "evaluate": ran["evaluate"], **AGGREGATES}
 
 
 def test_report_bundles_table_and_plots(finished):

@@ -6,7 +6,9 @@ module states everything about its type in one place:
 - ``NAME``, ``ARTIFACT`` (the file ``load`` reads, in the variant's model folder) and
   ``WEIGHTS`` (the file whose bytes are its size);
 - ``calibrated(spec)``: whether building it needs calibration images;
-- ``unsupported_reason(spec, device)``: why it cannot run there, or None;
+- ``unsupported_reason(spec, device)``: why it cannot run on that device anywhere, or None;
+- optionally ``hardware_reason(spec, device)``: why it cannot run there on this machine (no
+  native bfloat16, say): decided by the job on its node, never while planning;
 - ``precision(spec)`` and ``runtime(spec)``: the summary's labels for a row;
 - ``build(name, spec, embedder, opts, example, calibration, path)`` and ``load(path, spec, device, name)``;
 - optionally ``resolve(spec, isa)``: its int8 saturation guard decided for the building CPU;
@@ -29,7 +31,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from reidquant.devices import cpu_isa, cpu_model
+from reidquant.devices import cpu_isa, cpu_model, device_available
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import atomic_dir, write_json
 from reidquant.variants.base import BUILD_RECORD, build_record
@@ -58,7 +60,17 @@ def complete(spec: dict, where: str = "variant spec") -> dict:
 
 
 def unsupported_reason(spec: dict, device: str) -> str | None:
+    """Why the variant cannot run on ``device`` anywhere (decided while the workflow plans)."""
     return variant_type(spec).unsupported_reason(spec, device)
+
+
+def hardware_reason(spec: dict, device: str) -> str | None:
+    """Why it cannot run on ``device`` on this machine (decided by the job on the node that runs
+    it): no CUDA device, or no native bfloat16 on this CPU."""
+    if not device_available(device):
+        return "no CUDA device"
+    kind = variant_type(spec)
+    return kind.hardware_reason(spec, device) if hasattr(kind, "hardware_reason") else None
 
 
 def is_calibrated(spec: dict) -> bool:
@@ -113,15 +125,22 @@ def resolve(spec: dict, isa: str) -> tuple[dict, dict | None]:
     return kind.resolve(spec, isa) if hasattr(kind, "resolve") else (spec, None)
 
 
+def compiles_ahead(spec: dict) -> bool:
+    """Whether its build compiles it for the batch sizes the extraction calls it with."""
+    kind = variant_type(spec)
+    return hasattr(kind, "ahead_of_time") and kind.ahead_of_time(spec)
+
+
 def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibration: list, folder: Path,
-                   ranking: list = (), selection=None) -> dict:
+                   ranking: list = (), selection=None, batch_sizes=()) -> dict:
     """Make variant ``name`` from an fp32 embedder; write what it deploys into ``folder``, with
     the build's record (``build.json``).
 
     ``example`` is a batch of two inputs (the shape graph exports trace);
     ``calibration`` the calibration batches, empty for a type that is not calibrated;
     ``ranking`` the layers, most sensitive first, a variant that ``needs_ranking`` chooses from;
-    ``selection`` what a variant with ``accuracy_control`` is validated on.
+    ``selection`` what a variant with ``accuracy_control`` is validated on;
+    ``batch_sizes`` the ones a variant that ``compiles_ahead`` is compiled for.
     """
     kind = variant_type(spec)
     start = time.perf_counter()
@@ -131,6 +150,8 @@ def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibra
     extra = {"ranking": list(ranking)} if needs_ranking(spec) else {}
     if selection is not None:
         extra["selection"] = selection
+    if compiles_ahead(spec):
+        extra["batch_sizes"] = tuple(batch_sizes)
     with atomic_dir(folder) as staging:
         found = kind.build(name, spec, embedder, opts, example, calibration, staging / kind.ARTIFACT, **extra) or {}
         # What loading the artifact needs to know of its build goes into its record too.

@@ -16,6 +16,10 @@ def calibrated(spec: dict) -> bool:
 def unsupported_reason(spec: dict, device: str) -> str | None:
     if device == "cpu" and spec["dtype"] == "float16":
         return "float16 inference is for GPUs; CPUs have no fast fp16 convolutions"
+    return None
+
+
+def hardware_reason(spec: dict, device: str) -> str | None:
     if device == "cpu" and not cpu_has_bf16():
         return "this CPU has no AVX512-BF16 or AMX, so bfloat16 would only be emulated"
     return None

@@ -34,6 +34,10 @@ def calibrated(spec: dict) -> bool:
 def unsupported_reason(spec: dict, device: str) -> str | None:
     if device == "cuda":
         return "OpenVINO rows run on its CPU plugin; GPU runtimes are not part of this table yet"
+    return None
+
+
+def hardware_reason(spec: dict, device: str) -> str | None:
     if _inference_precision(spec) == "bf16" and not cpu_has_bf16():
         return "this CPU has no AVX512-BF16 or AMX, so bfloat16 would only be emulated"
     return None

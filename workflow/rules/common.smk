@@ -9,14 +9,22 @@ from reidquant import sources
 from reidquant.codedeps import library_files
 from reidquant.configcheck import (
     REFERENCE,
+    SCHEMA_PATH,
     UNRANKED,
+    called_batch_sizes,
     check_config,
     check_input_size,
     coerce_config,
 )
 from reidquant.errors import ReidQuantError
 from reidquant.market import RAW_NAME
-from reidquant.variants import complete, measures_sensitivity, needs_ranking, unranked
+from reidquant.variants import (
+    complete,
+    compiles_ahead,
+    measures_sensitivity,
+    needs_ranking,
+    unranked,
+)
 
 
 def fail(message):
@@ -27,11 +35,10 @@ def fail(message):
 # --config values arrive as strings; then one line naming the first wrong field; then
 # Snakemake's validation fills in the schema's defaults, which the size check needs; then
 # what this run reads and runs, decided from the config and what is on disk.
-SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
-coerce_config(config, SCHEMA)
+coerce_config(config, SCHEMA_PATH)
 try:
-    check_config(config, SCHEMA)
-    validate(config, "../schemas/config.schema.yaml")
+    check_config(config, SCHEMA_PATH)
+    validate(config, str(SCHEMA_PATH))
     check_input_size(
         config["input"]["height"],
         config["input"]["width"],
@@ -95,6 +102,14 @@ def budget_scales(wildcards):
     """The extraction's scales, for a build that judges a budget (None for any other)."""
     if spec_of(wildcards.variant).get("accuracy_control"):
         return config["extract"]["ms"]
+    return None
+
+
+def compiled_batch_sizes(wildcards):
+    """The batch sizes extraction calls a variant with, for a build that compiles for them
+    (None for any other build)."""
+    if compiles_ahead(spec_of(wildcards.variant)):
+        return called_batch_sizes(config["extract"], config["benchmark"])
     return None
 
 

@@ -14,5 +14,5 @@ run_rule(
     device=snakemake.wildcards.device, data_root=Path(i.data), out=Path(o.features), timing_out=Path(o.timing),
     settings=ExtractSettings.from_config(json.loads(p.settings), threads=snakemake.threads),
     reference_artifact=Path(i.reference) if i.reference else None, reference_spec=json.loads(p.reference_spec),
-    dataset_label=p.dataset,
+    dataset_label=p.dataset, record_not_run=True,
 )
