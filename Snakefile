@@ -19,6 +19,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/sensitivity.smk"
+include: "workflow/rules/search.smk"
 
 
 rule all:

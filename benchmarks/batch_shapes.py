@@ -56,7 +56,7 @@ def measure_one(name: str, results: Path, data: Path, config: dict) -> dict:
     bench = checked(config.get("benchmark", {}), schema_part("benchmark"), "benchmark")
     batch = checked(config.get("extract", {}), schema_part("extract"), "extract")["batch_size"]
     shapes = [1, batch] + [b for b in bench["latency_batches"] if b not in (1, batch)]
-    images = timing_images(data, size["height"], size["width"], shapes)
+    images, _ = timing_images(data, size["height"], size["width"], shapes)
     out = {"shapes": shapes}
     start = time.perf_counter()
     runner = runner_for(name, results, config["variants"]).for_latency()

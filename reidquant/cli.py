@@ -87,7 +87,7 @@ def _quantize(args) -> None:
     size = section("input", height=args.height, width=args.width)
     print(json.dumps(quantize(name=args.name, spec=variant_spec(args.spec), weights=Path(args.weights),
                               data_root=Path(args.data), out=Path(args.out), height=size["height"],
-                              width=size["width"], threads=args.threads, batch_sizes=args.batch_sizes)))
+                              width=size["width"], threads=args.threads)))
 
 
 def _extract(args) -> None:
@@ -162,7 +162,8 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", parents=[sizes], help="train ft_net_dense or ft_net (--settings '{\"arch\": \"ft_net\"}') on a prepared dataset")
     p.add_argument("--data", required=True, help="prepared dataset folder (with train_all/)")
     p.add_argument("--out", required=True, help="folder for net_last.pth and opts.yaml")
-    p.add_argument("--dataset", default="synthetic", help="market1501 or synthetic (picks the recipe)")
+    p.add_argument("--dataset", default="synthetic", choices=["market1501", "synthetic"],
+                   help="which dataset it is (picks the recipe)")
     p.add_argument("--settings", help="JSON of train settings overriding the recipe")
     p.set_defaults(run=_train)
 
@@ -172,9 +173,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="checkpoint folder (net_last.pth + opts.yaml)")
     p.add_argument("--data", required=True, help="prepared dataset folder (calibration uses train/)")
     p.add_argument("--out", required=True, help="folder for the artifact (model.pt, model.xml + .bin, ...)")
-    p.add_argument("--batch-sizes", type=at_least(1), nargs="+",
-                   help="what a type compiled by its build (pt2e_int8) is compiled for (default: the config "
-                        "schema's extract.batch_size and benchmark.latency_batches)")
     p.set_defaults(run=_quantize)
 
     p = commands.add_parser("sensitivity", parents=[sizes], help="per-layer sensitivity of a built int8 artifact")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -84,8 +85,34 @@ def problem(where: str, error: jsonschema.ValidationError) -> str:
     return f"{where} field {path}: {error.message}" if path else f"{where}: {error.message}"
 
 
+# The bounds where infinity means "no limit"; anywhere else a number must be finite.
+UNLIMITED_BY_INFINITY = ("max_mAP_drop", "max_drop")
+
+
+def check_finite(value, where: str, path: tuple = ()) -> None:
+    """Refuse NaN anywhere in a config value, and infinity except as an upper bound of
+    ``UNLIMITED_BY_INFINITY`` (+inf: no limit): one line naming the field. JSON Schema's
+    ``minimum`` and ``maximum`` let both through."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, where, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_finite(item, where, (*path, index))
+    elif isinstance(value, float) and not math.isfinite(value):
+        field = ".".join(map(str, path))
+        place = f"{where} field {field}" if field else where
+        if math.isnan(value):
+            raise ReidQuantError(f"{place}: NaN is not a number")
+        if value > 0 and path and path[-1] in UNLIMITED_BY_INFINITY:
+            return
+        meaning = " (.inf means no limit only for " + " and ".join(UNLIMITED_BY_INFINITY) + ")"
+        raise ReidQuantError(f"{place}: {value} is not a finite number{meaning}")
+
+
 def check_config(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
     """Raise ReidQuantError naming the first wrong field of ``config``."""
+    check_finite(config, "config")
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), str(e.path)))
@@ -128,12 +155,6 @@ def schema_part(*keys: str, schema_path: Path = SCHEMA_PATH) -> dict:
     return part.get("additionalProperties", part) if keys == ("variants",) else part
 
 
-def called_batch_sizes(extract: dict, benchmark: dict) -> list[int]:
-    """The batch sizes an extraction job calls a variant with (config sections ``extract`` and
-    ``benchmark``): the throughput and extraction batch, and each latency batch."""
-    return sorted({extract["batch_size"], *benchmark["latency_batches"]})
-
-
 def section_defaults(key: str) -> dict:
     """Config section ``key`` as the schema's defaults fill it in."""
     return checked({}, schema_part(key), f"config section {key}")
@@ -143,6 +164,7 @@ def checked(value: dict, schema: dict, where: str) -> dict:
     """``value`` checked against ``schema`` (one line naming the field), with its defaults filled."""
     if not isinstance(value, dict):
         raise ReidQuantError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    check_finite(value, where)
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(value))
     if errors:
         best = jsonschema.exceptions.best_match(errors)

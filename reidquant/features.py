@@ -210,10 +210,12 @@ def extract_dataset(runner: Runner, root: Path, height: int, width: int, batch_s
                  "num_images": len(query) + len(gallery)}
 
 
-def timing_images(root: Path, height: int, width: int, sizes) -> dict[int, torch.Tensor]:
-    """The same images for every variant: the first ``size`` gallery images, for each size."""
+def timing_images(root: Path, height: int, width: int, sizes) -> tuple[dict[int, torch.Tensor], int]:
+    """The same images for every variant: the first ``size`` gallery images, for each size; and
+    how many copies of the last one fill the largest batch where the gallery has fewer images."""
     gallery = list_prepared(root, "gallery")
     largest = load_batch(gallery[:max(sizes)], height, width)
-    if len(largest) < max(sizes):
-        largest = _pad(largest, max(sizes))  # a gallery smaller than a batch: repeat its last image
-    return {size: largest[:size].contiguous() for size in sizes}
+    copies = max(sizes) - len(largest)
+    if copies:
+        largest = _pad(largest, max(sizes))
+    return {size: largest[:size].contiguous() for size in sizes}, copies

@@ -38,6 +38,8 @@ def remove_stale(path: Path) -> None:
 def atomic_path(path):
     """Yield a temporary path next to ``path``; it becomes ``path`` only if the block succeeds."""
     path = Path(path)
+    if path.is_dir():
+        raise ReidQuantError(f"{path}: is a folder; give a file's path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(path)
@@ -80,7 +82,8 @@ def write_text(path, text: str) -> None:
 
 
 def write_json(path, data) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Strict JSON: a NaN or an infinity, which strict readers refuse, is a bug here, not a value."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_json(path) -> dict:

@@ -3,6 +3,7 @@ the budgeted builds, each a function of the table or of the builds' records."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,11 @@ def markdown(table: pd.DataFrame, skipped=()) -> str:
                    f"and are left out of every metric (torchreid and fast-reid do the same; the reference "
                    f"project counts them as misses, so its mAP and Rank@k are ours x "
                    f"{int(first['num_valid_query'])}/{int(first['num_query'])}).\n")
+    copies = int(table["timing_copies"].max())
+    if copies:
+        largest = max(int(table["batch_size"].max()), *latency_batches(table))
+        legend += (f"\nThe gallery has fewer images than the largest timing batch ({largest}): it was filled with "
+                   f"{copies} copies of its last image, the same for every row.\n")
     if skipped:
         legend += "\nNot run:\n\n" + "".join(f"- {variant} / {device}: {reason}\n"
                                            for variant, device, reason in skipped)
@@ -86,8 +92,9 @@ def int8_outside_budget(int8: pd.DataFrame, b: int, min_cos: float, max_mAP_drop
                f"itself (each row's per-layer sensitivity says where)")
     # How far each row is outside the budget, each limit's shortfall as a share of its room
     # (1 - min_cos of cosine, max_mAP_drop of mAP): the nearest is the most faithful.
-    shortfall = np.maximum((min_cos - int8["cos_min"]) / max(1 - min_cos, 1e-9),
-                           (-max_mAP_drop - int8["mAP_delta"]) / max(max_mAP_drop, 1e-9))
+    mAP_shortfall = (-max_mAP_drop - int8["mAP_delta"]) / max(max_mAP_drop, 1e-9) if math.isfinite(max_mAP_drop) \
+        else -np.inf
+    shortfall = np.maximum((min_cos - int8["cos_min"]) / max(1 - min_cos, 1e-9), mAP_shortfall)
     best = int8.loc[shortfall.idxmin()]
     return (f"No int8 row keeps the budget: {why}. The most faithful int8 row is " + _named(best, (
         f"cos_min {best['cos_min']:.4f}, mAP_delta {_delta(best['mAP_delta'], best['mAP_delta_lo'], best['mAP_delta_hi'])}, "
@@ -101,9 +108,10 @@ def what_to_ship(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: floa
     deployment figures, the Pareto front of latency against mAP_delta marked."""
     batches = latency_batches(table)
     b = batches[0]
-    lines = [f"## What to ship\n\nBudget: worst cosine to fp32 `cos_min` >= {min_cos} and mAP at most "
-             f"{max_mAP_drop} points below fp32's (`mAP_delta` >= {-max_mAP_drop:g}, its point estimate; the "
-             f"paired interval is beside it). Speedups are timed side by side with fp32 in each row's own job.\n"]
+    mAP_limit = (f"mAP at most {max_mAP_drop:g} points below fp32's (`mAP_delta` >= {-max_mAP_drop:g}, its point "
+                 f"estimate; the paired interval is beside it)") if math.isfinite(max_mAP_drop) else "no mAP limit"
+    lines = [f"## What to ship\n\nBudget: worst cosine to fp32 `cos_min` >= {min_cos} and {mAP_limit}. Speedups "
+             f"are timed side by side with fp32 in each row's own job.\n"]
     for device, rows_ in table.groupby("device", sort=False):
         lines.append(f"### {device}\n")
         int8 = rows_[rows_["precision"].str.startswith("int8")]
@@ -186,10 +194,44 @@ def budget_markdown(quantize_paths) -> str:
         named = ", ".join(f"`{layer}`" for layer in layers[:8])
         if len(layers) > 8:
             named += f" and {len(layers) - 8} more"
-        lines.append(f"- **{info['variant']}**: {control['metric']} drop {control['drop']:.4g} on val against a "
-                     f"budget of {control['max_drop']:g} ({'met' if control['met'] else 'NOT met'}), "
+        budget = "no limit" if control["max_drop"] is None else f"a budget of {control['max_drop']:g}"
+        lines.append(f"- **{info['variant']}**: {control['metric']} drop {control['drop']:.4g} on val against "
+                     f"{budget} ({'met' if control['met'] else 'NOT met'}), "
                      f"{len(layers)} layer(s) in float" + (f": {named}" if layers else ""))
     if not lines:
         return ""
     return "\n".join(["", "## Budgeted builds", "",
                       "Chosen on the val images alone (`quantize.json` has the details):", "", *lines]) + "\n"
+
+
+def search_markdown(table: pd.DataFrame, not_run=()) -> str:
+    """The search stage for people: per searched (variant, device), each index's cost in accuracy
+    against exact search, its bytes per image and its query time."""
+    first = table.iloc[0]
+    lines = ["## The gallery: compressed and approximate search\n",
+             f"dataset: {first['dataset']}, weights: {first['weights']}; {int(first['total_images']):,} images searched "
+             f"per query ({int(first['distractors']):,} {first['distractor_source']} distractors), each index "
+             f"returning {int(first['k'])}; FAISS {first['faiss']} on {first['cpu_model']} ({first['cpu_isa']}), "
+             f"{int(first['threads'])} threads.\n"]
+    for (variant, device), rows in table.groupby(["variant", "device"], sort=False):
+        lines += [f"### {variant} / {device}\n",
+                  "| index | bytes per image | mAP | mAP_delta [95% paired] | rank1_delta | recall@10 | 1-recall@10 | "
+                  "1 query p50 (p90) ms | batch of "
+                  f"{int(rows['batch_queries'].iloc[0])} p50 ms | build s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for _, row in rows.iterrows():
+            lines.append(
+                f"| {row['index']} | {row['bytes_per_image']:.0f} | {row['mAP'] * 100:.2f} | "
+                f"{_delta(row['mAP_delta'], row['mAP_delta_lo'], row['mAP_delta_hi'])} | "
+                f"{_delta(row['rank1_delta'], row['rank1_delta_lo'], row['rank1_delta_hi'])} | "
+                f"{row['recall_at_10']:.3f} | {row['one_recall_at_10']:.3f} | {row['latency_1_p50_ms']:.2f} "
+                f"({row['latency_1_p90_ms']:.2f}) | {row['latency_batch_p50_ms']:.2f} | {row['build_s']:.1f} |")
+        lines.append("")
+    lines.append("mAP in %; mAP_delta and rank1_delta in points against exact search (Flat) on the same embeddings, "
+                 "[95% paired bootstrap interval over queries], starred where it excludes zero. Images an index does "
+                 "not return rank after those it does. recall@10: the share of exact search's top 10 in the index's "
+                 "top 10; 1-recall@10: the share of queries whose exact nearest neighbour is in the index's top 10. "
+                 "bytes per image: everything the index holds (codes, ids, graph, centroids) over the images.\n")
+    if not_run:
+        lines += ["Not searched:", ""] + [f"- {variant} / {device}: {reason}" for variant, device, reason in not_run]
+    return "\n".join(lines) + "\n"

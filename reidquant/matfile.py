@@ -86,13 +86,16 @@ def load_features(path) -> dict:
         if not np.isfinite(feats).all():
             bad = int(np.nonzero(~np.isfinite(feats).all(axis=1))[0][0])
             raise ReidQuantError(f"{path}: {part}_f row {bad} holds NaN or infinite values")
-        norms = np.linalg.norm(feats, axis=1, keepdims=True)
-        if np.any(norms < 1e-6):
-            bad = int(np.nonzero(norms[:, 0] < 1e-6)[0][0])
+        # In float64: a float32 sum of squares overflows for features near 1e19 and underflows
+        # near 1e-19, and either would turn good rows into zeros.
+        wide = feats.astype(np.float64)
+        norms = np.linalg.norm(wide, axis=1, keepdims=True)
+        if np.any(norms == 0):
+            bad = int(np.nonzero(norms[:, 0] == 0)[0][0])
             raise ReidQuantError(f"{path}: {part}_f row {bad} is all zeros; it cannot be L2-normalised or ranked")
         if np.any(np.abs(norms - 1) > 1e-3):
             normalised.append(part)
-            feats = feats / np.maximum(norms, 1e-12)
+            feats = (wide / norms).astype(np.float32)
         out[f"{part}_f"], out[f"{part}_label"], out[f"{part}_cam"] = feats, labels, cams
         if f"{part}_path" in mat:
             out[f"{part}_path"] = _read_strings(mat[f"{part}_path"])

@@ -16,7 +16,7 @@ import torch
 import yaml
 from torch import nn
 
-from reidquant.architectures import architecture, select
+from reidquant.architectures import ARCHITECTURES, architecture, select
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import atomic_path, write_text
 from reidquant.safeload import load_tensors
@@ -72,11 +72,15 @@ def read_opts(path: Path) -> dict:
         if key not in opts:
             raise ReidQuantError(f"{path}: missing field {key!r}")
     merged = {**DEFAULT_OPTS, **opts, "arch": select(opts, str(path))}
-    if merged["stride"] not in (1, 2):
+    if isinstance(merged["stride"], bool) or merged["stride"] not in (1, 2):
         raise ReidQuantError(f"{path}: stride must be 1 or 2, got {merged['stride']!r}")
     for key in ("nclasses", "linear_num"):
-        if not isinstance(merged[key], int) or merged[key] < 1:
+        if isinstance(merged[key], bool) or not isinstance(merged[key], int) or merged[key] < 1:
             raise ReidQuantError(f"{path}: {key} must be a positive integer, got {merged[key]!r}")
+    droprate = merged["droprate"]
+    if isinstance(droprate, bool) or not isinstance(droprate, (int, float)) or not 0 <= droprate < 1:
+        raise ReidQuantError(f"{path}: droprate must be a number from 0 to below 1 (the dropout before the "
+                             f"classifier), got {droprate!r}")
     return merged
 
 
@@ -90,9 +94,24 @@ def build(opts: dict) -> nn.Module:
     return architecture(arch_of(opts)).network({**DEFAULT_OPTS, **opts})
 
 
-def load_state_dict_strict(net: nn.Module, state: dict, where: str) -> None:
-    """Strict load with one line naming the first key or shape that does not match."""
+def holds_arch(state: dict) -> str | None:
+    """The architecture a state dict's keys belong to, where they say (the backbone's first
+    convolution is named differently in each), or None."""
+    for name in ARCHITECTURES:
+        if f"{architecture(name).FEATURES_IN_REFERENCE}.{architecture(name).FIRST_LAYER}.weight" in state:
+            return name
+    return None
+
+
+def load_state_dict_strict(net: nn.Module, state: dict, where: str, opts_path: str = "opts.yaml") -> None:
+    """Strict load with one line naming the first key or shape that does not match; weights of
+    another network than ``opts.yaml`` names are said as such, naming its flag."""
     expected = net.state_dict()
+    held, built = holds_arch(state), holds_arch(expected)
+    if held and built and held != built:
+        flag = "true" if held == "ft_net_dense" else "false"
+        raise ReidQuantError(f"{where}: holds {held} weights, but {opts_path} asks for {built}; set "
+                             f"use_dense: {flag} in {opts_path}, or use the checkpoint these options belong to")
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing:
@@ -121,7 +140,7 @@ def load_checkpoint(folder: Path) -> tuple[nn.Module, dict]:
         raise ReidQuantError(f"{weights}: expected a state_dict, got {type(state).__name__}")
     state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel
     net = build(opts)
-    load_state_dict_strict(net, state, str(weights))
+    load_state_dict_strict(net, state, str(weights), str(folder / "opts.yaml"))
     return net.eval(), opts
 
 

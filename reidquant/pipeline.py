@@ -8,14 +8,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from reidquant.configcheck import called_batch_sizes, check_input_size, section_defaults
+from reidquant.configcheck import check_input_size
 from reidquant.data import load_batch
 from reidquant.devices import cpu_isa, cpu_model, node, resident_bytes, set_threads
 from reidquant.errors import ReidQuantError
-from reidquant.features import extract_dataset, latency, model_throughput, timing_images
-from reidquant.jsonio import write_json
+from reidquant.features import extract, extract_dataset, latency, model_throughput, timing_images
+from reidquant.jsonio import atomic_path, write_json
 from reidquant.market import list_prepared, spread
 from reidquant.matfile import save_mat
 from reidquant.model import Embedder, load_checkpoint
@@ -85,16 +86,14 @@ def calibration_batches(paths, height: int, width: int, batch_size: int = CALIBR
 
 def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, height: int, width: int,
              threads: int | None = None, info_out: Path | None = None, weights_label: str | None = None,
-             dataset_label: str | None = None, ranking: Path | None = None, ms=(1,), batch_sizes=None) -> dict:
+             dataset_label: str | None = None, ranking: Path | None = None, ms=(1,)) -> dict:
     """Build variant ``name`` from a checkpoint folder into the folder ``out``; returns what
     the summary needs of it (also written to ``info_out``, when given).
 
     ``weights_label`` and ``dataset_label`` (the summary's ``weights`` and ``dataset``; by
     default the folders) are recorded with it, so the table labels a row by what it was built from.
     ``ranking``: the ``sensitivity.csv`` of its fully int8 build, for a variant that chooses
-    layers by it; ``ms``: the extraction's scales, which a budget is judged with; ``batch_sizes``:
-    what a variant compiled by its build is compiled for (by default the extraction's batch and
-    latency batch sizes, as the config's defaults set them).
+    layers by it; ``ms``: the extraction's scales, which a budget is judged with.
     """
     check_input_size(height, width, ms, field="input size")
     set_threads(threads)
@@ -114,8 +113,7 @@ def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, h
     if spec.get("accuracy_control"):
         chosen_on = selection_set(spec["accuracy_control"]["metric"], data_root, height, width, embedder, ms)
     fp32_bytes = sum(v.numel() * v.element_size() for v in embedder.state_dict().values())
-    info = build_artifact(name, spec, embedder, opts, example, batches, Path(out), layers, chosen_on,
-                          batch_sizes or called_batch_sizes(section_defaults("extract"), section_defaults("benchmark")))
+    info = build_artifact(name, spec, embedder, opts, example, batches, Path(out), layers, chosen_on)
     info.update({"calibration_images": used, "fp32_param_bytes": fp32_bytes, "height": height, "width": width,
                  "weights": weights_label or str(weights), "dataset": dataset_label or str(data_root),
                  "arch": opts["arch"]})
@@ -218,7 +216,10 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
         print(f"warning: variant {name} was built on a CPU with {built['cpu_isa']} int8 instructions "
               f"({built['cpu_model']}) and runs on one with {cpu_isa()} ({cpu_model()}): its saturation guard "
               f"was chosen for the other", file=sys.stderr)
-    images = timing_images(Path(data_root), s.height, s.width, {1, s.batch_size, *s.latency_batches})
+    images, copies = timing_images(Path(data_root), s.height, s.width, {1, s.batch_size, *s.latency_batches})
+    if copies:
+        print(f"note: the gallery has {max(images) - copies} images; the timing batch of {max(images)} is filled "
+              f"with {copies} copies of the last one", file=sys.stderr)
     phases = {}
     runner, profile = cold_start(artifact, spec, device, name, images[1], s.warmup)
     phases["cold_start"] = profile["first_embedding_s"]
@@ -252,7 +253,72 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
         "runtime_config": runner.describe(),
         "latency_runtime_config": runner.for_latency().describe(),
         "phase_s": phases,
+        "timing_copies": copies,  # copies of the last gallery image filling the largest timing batch
     })
     save_mat(out, mat)
     write_json(timing_out, timing)
     return timing
+
+
+def distractor_paths(folder: Path, count: int) -> list[Path]:
+    """The first ``count`` distractor images of ``folder`` (any .jpg below it), in sorted order."""
+    paths = sorted(Path(folder).rglob("*.jpg"))
+    if not paths:
+        raise ReidQuantError(f"{folder}: no distractor images (.jpg) in it")
+    return paths[:count]
+
+
+def shard_of(paths: list, item: str) -> list:
+    """Shard ``item`` ("2-of-4", as Snakemake's scatter names it) of ``paths``: contiguous slices
+    that together are ``paths`` in order."""
+    try:
+        index, count = (int(part) for part in item.split("-of-"))
+    except ValueError:
+        raise ReidQuantError(f"shard {item!r}: expected <i>-of-<n>") from None
+    if not 1 <= index <= count:
+        raise ReidQuantError(f"shard {item!r}: i must be from 1 to n")
+    return list(np.array_split(np.array(paths, dtype=object), count)[index - 1])
+
+
+def embed_distractors(name: str, artifact: Path, spec: dict, device: str, folder: Path, count: int, shard: str,
+                      out: Path, settings: ExtractSettings) -> int:
+    """One shard of the distractor images embedded by variant ``name``, as the extraction
+    embeds the gallery (flip, scales), into ``out`` (.npy); untimed. Returns its size."""
+    threads = set_threads(settings.threads)
+    paths = shard_of(distractor_paths(folder, count), shard)
+    missing = hardware_reason(spec, device)
+    if missing:  # as the extraction records it: this node cannot run the variant there
+        record = {"reason": missing, "node": node(), "device": device, "cpu_model": cpu_model(), "cpu_isa": cpu_isa()}
+        print(f"variant {name} does not run on {device} here: {missing} (node {record['node']})", file=sys.stderr)
+        with atomic_path(Path(out)) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, np.array(json.dumps({"not_run": record})), allow_pickle=False)
+        return 0
+    runner = load_runner(artifact, spec, device, name)
+    print(f"variant {name}: distractor shard {shard}: {len(paths)} images on {threads} thread(s)", file=sys.stderr)
+    embeddings = extract(runner, paths, settings.height, settings.width, settings.batch_size, settings.workers,
+                         settings.ms, desc=f"distractors {shard}") if paths else np.zeros((0, 0), np.float32)
+    with atomic_path(Path(out)) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, embeddings, allow_pickle=False)
+    return len(paths)
+
+
+def gather_distractors(shards: list[Path], out: Path, record_out: Path, source: str, count: int) -> dict:
+    """The shards' embeddings in order, into ``out`` (.npy); what went into it into ``record_out``."""
+    parts = [np.load(path, allow_pickle=False) for path in shards]
+    recorded = [json.loads(str(part)) for part in parts if part.dtype.kind == "U"]
+    if recorded:  # a node that could not run the variant: its record goes on
+        with atomic_path(Path(out)) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, np.zeros((0, 0), np.float32), allow_pickle=False)
+        write_json(record_out, recorded[0])
+        return recorded[0]
+    width = max(part.shape[1] for part in parts if part.size)
+    embeddings = np.concatenate([part.reshape(-1, width) for part in parts]).astype(np.float32)
+    if len(embeddings) != count:
+        raise ReidQuantError(f"{shards[0].parent}: the shards hold {len(embeddings)} embeddings, not the {count} "
+                             f"distractors asked for (a shard of another run?); rerun them")
+    with atomic_path(Path(out)) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, embeddings, allow_pickle=False)
+    record = {"source": source, "count": count, "shards": [str(path) for path in shards],
+              "per_shard": [len(part.reshape(-1, width)) for part in parts]}
+    write_json(record_out, record)
+    return record

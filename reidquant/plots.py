@@ -126,8 +126,9 @@ def latency_vs_accuracy(table: pd.DataFrame, path: Path, min_cos: float = 0.995,
         ax.plot(front[speed], front["mAP_delta"], "o", ms=14, mfc="none", mec="black", mew=1.2,
                 label="Pareto front" + (f" ({device})" if several else ""))
     low, high = table["mAP_delta_lo"].min(), table["mAP_delta_hi"].max()
-    span = max(high - low, 2 * max_mAP_drop, 1.0)
-    bottom, top = min(low, -max_mAP_drop) - 0.1 * span, high + 0.1 * span
+    limited = math.isfinite(max_mAP_drop)  # infinity: no mAP limit, nothing to draw
+    span = max(high - low, 2 * max_mAP_drop if limited else 0.0, 1.0)
+    bottom, top = min(low, -max_mAP_drop if limited else low) - 0.1 * span, high + 0.1 * span
     left, right = table[f"{speed}_lo"].min() / 1.15, table[f"{speed}_hi"].max() * 1.8
     ax.set_xscale("log")
     ax.set_xlim(left, right)  # room for the names right of the fastest points
@@ -144,9 +145,10 @@ def latency_vs_accuracy(table: pd.DataFrame, path: Path, min_cos: float = 0.995,
     for (_, row), name, (x_label, _), y_label in zip(table.iterrows(), names, starts, heights):
         ax.annotate(name, (row[speed], row["mAP_delta"]), xytext=(x_label, y_label), textcoords="axes fraction",
                     fontsize=8, va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
-    ax.axhspan(bottom, -max_mAP_drop, color="tab:red", alpha=0.06, lw=0)
-    ax.axhline(-max_mAP_drop, color="tab:red", lw=0.8, ls="--",
-               label=f"budget: mAP drop {max_mAP_drop:g} points (hollow red: outside, or cos_min < {min_cos:g})")
+    if limited:
+        ax.axhspan(bottom, -max_mAP_drop, color="tab:red", alpha=0.06, lw=0)
+        ax.axhline(-max_mAP_drop, color="tab:red", lw=0.8, ls="--",
+                   label=f"budget: mAP drop {max_mAP_drop:g} points (hollow red: outside, or cos_min < {min_cos:g})")
     ax.axhline(0.0, color="grey", lw=0.8, ls=":")
     times = FuncFormatter(lambda value, _: f"{value:g}\u00d7")
     ax.xaxis.set_major_formatter(times)
@@ -233,5 +235,56 @@ def sensitivity(layers: dict[str, list[dict]], path: Path) -> None:
         axes[0].text((first + last) / 2, 1.01, part, transform=axes[0].get_xaxis_transform(), ha="center",
                      va="bottom", fontsize=7, rotation=30 if last - first < 6 else 0)
     axes[-1].set_xlabel("quantized convolution / linear layer, in network order")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def search_accuracy(table: pd.DataFrame, path: Path) -> None:
+    """mAP difference to exact search (paired interval) against bytes per image, one point per
+    (variant, device, index), named beside it."""
+    fig = Figure(figsize=(8, 4.8))
+    ax = fig.subplots()
+    colours = colormaps["tab10"]
+    for i, ((variant, device), rows) in enumerate(table.groupby(["variant", "device"], sort=False)):
+        ax.errorbar(rows["bytes_per_image"], rows["mAP_delta"],
+                    yerr=[rows["mAP_delta"] - rows["mAP_delta_lo"], rows["mAP_delta_hi"] - rows["mAP_delta"]],
+                    fmt=MARKERS.get(device, "o"), color=colours(i % 10), capsize=3, label=f"{variant} / {device}")
+        for _, row in rows.iterrows():
+            ax.annotate(row["index"], (row["bytes_per_image"], row["mAP_delta"]), xytext=(4, 4),
+                        textcoords="offset points", fontsize=7)
+    ax.set_xscale("log")
+    ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("bytes per image the index holds (log scale; float32 embeddings: 2,048)")
+    ax.set_ylabel("mAP difference to exact search (points)")
+    ax.set_title("What compressing and approximating the gallery costs (bars: 95% paired bootstrap interval)",
+                 fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def search_latency(found: dict, path: Path) -> None:
+    """Median time of one query's search against the images searched, per index (``found``: each
+    (variant, device)'s search record)."""
+    fig = Figure(figsize=(8, 4.8))
+    ax = fig.subplots()
+    colours = colormaps["tab10"]
+    names = list(dict.fromkeys(row["index"] for record in found.values() for row in record["indexes"]))
+    styles = ["-", "--", ":", "-."]
+    for j, ((variant, device), record) in enumerate(found.items()):
+        for row in record["indexes"]:
+            points = sorted((int(size), timing["1"]["p50_ms"]) for size, timing in row["latency"].items()
+                            if "1" in timing)
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o" + styles[j % len(styles)],
+                    color=colours(names.index(row["index"]) % 10),
+                    label=row["index"] + (f" ({variant} / {device})" if len(found) > 1 else ""))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("images searched (gallery and distractors)")
+    ax.set_ylabel("one query, median ms (first 10 results)")
+    ax.set_title("Query time against gallery size", fontsize=9)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -14,6 +14,7 @@ L2-normalised. A drop is the fp32 value minus the variant's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,4 +126,6 @@ def budget_record(name: str, control: dict, fp32_value: float, value: float, flo
         print(f"warning: variant {name}: accuracy_control.max_drop {control['max_drop']} not met on val: "
               f"{control['metric']} drops {drop:.6g} with {float_count} layer(s) in float{limit_note}; built the "
               f"most faithful setting {tried_by}tried", file=sys.stderr)
-    return {**control, "fp32_value": fp32_value, "value": value, "drop": drop, "met": met}
+    # JSON has no infinity: a budget without a limit is recorded as null.
+    limit = control["max_drop"] if math.isfinite(control["max_drop"]) else None
+    return {**control, "max_drop": limit, "fp32_value": fp32_value, "value": value, "drop": drop, "met": met}

@@ -117,3 +117,44 @@ def jobs(config: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]
             else:
                 runnable.append((variant, device))
     return runnable, skipped
+
+
+REAL_DISTRACTORS = MARKET / "distractors_500k"
+SYNTHETIC_DISTRACTORS = SYNTHETIC / "distractors"
+
+
+@dataclass(frozen=True)
+class Distractors:
+    name: str      # market1501_500k or synthetic: the search table's distractors column
+    folder: Path   # the images
+    count: int     # how many are searched among
+    note: str = ""
+
+
+def distractors(config: dict, root: Path = Path(".")) -> Distractors:
+    """The real Market-1501 500k distractor set where it is on disk (a folder of its .jpg
+    files), else generated ones; ``search.distractors.count`` of them."""
+    setting = config["search"]["distractors"]
+    wanted, source = setting["count"], setting["source"]
+    real = root / REAL_DISTRACTORS
+    if source == "market1501_500k" and not real.is_dir():
+        raise ReidQuantError(f"search.distractors.source is market1501_500k but {REAL_DISTRACTORS}/ does not exist: "
+                             f"put the 500k distractor images there")
+    if source == "market1501_500k" or (source == "auto" and real.is_dir()):
+        available = sum(1 for _ in real.rglob("*.jpg"))
+        if not available:
+            raise ReidQuantError(f"{REAL_DISTRACTORS}: no .jpg images in it")
+        note = "" if available >= wanted else (f"search.distractors.count is {wanted} but {REAL_DISTRACTORS}/ "
+                                               f"has {available}: all of them are used")
+        return Distractors("market1501_500k", REAL_DISTRACTORS, min(wanted, available), note)
+    return Distractors("synthetic", SYNTHETIC_DISTRACTORS, wanted)
+
+
+def search_jobs(config: dict, runnable) -> list[tuple[str, str]]:
+    """The (variant, device) pairs whose gallery the search stage indexes: those of
+    ``search.variants`` that run."""
+    for name in config["search"]["variants"]:
+        if name not in config["variants"]:
+            raise ReidQuantError(f"config field search.variants: {name!r} is not a variant of this config "
+                                 f"({', '.join(config['variants'])})")
+    return [(variant, device) for variant, device in runnable if variant in config["search"]["variants"]]

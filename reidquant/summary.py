@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from reidquant import plots
-from reidquant.jsonio import write_text
-from reidquant.markdown import budget_markdown, markdown, sensitivity_markdown, what_to_ship
+from reidquant.errors import ReidQuantError
+from reidquant.jsonio import read_json, write_text
+from reidquant.markdown import budget_markdown, markdown, search_markdown, sensitivity_markdown, what_to_ship
 from reidquant.sensitivity import read_csv
 from reidquant.table import not_run, rows
 
@@ -61,3 +62,46 @@ def sensitivity_report(variants, csv_paths, markdown: Path, plot: Path) -> dict[
     Path(plot).parent.mkdir(parents=True, exist_ok=True)
     plots.sensitivity(layers, Path(plot))
     return layers
+
+
+SEARCH_COLUMNS = ["dataset", "weights", "variant", "device", "index", "distractor_source", "distractors",
+                  "total_images", "bytes_per_image", "code_bytes", "mAP", "mAP_delta", "mAP_delta_lo", "mAP_delta_hi",
+                  "rank1", "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "recall_at_10", "one_recall_at_10",
+                  "build_s", "latency_1_p50_ms", "latency_1_p90_ms", "latency_batch_p50_ms", "latency_batch_p90_ms",
+                  "batch_queries", "k", "search_parameters", "threads", "cpu_model", "cpu_isa", "faiss"]
+
+
+def search_table(jobs, search_paths, dataset: str, weights: str) -> pd.DataFrame:
+    """One row per (variant, device, index) of the search stage."""
+    records = []
+    for (variant, device), path in zip(jobs, search_paths):
+        found = read_json(path)
+        for row in found.get("indexes", ()):  # none where the node could not run the variant
+            latency = row["latency"][str(found["total_images"])]
+            records.append({
+                "dataset": dataset, "weights": weights, "variant": variant, "device": device, "index": row["index"],
+                "distractor_source": found["distractor_source"], "distractors": found["distractors"],
+                "total_images": found["total_images"], "k": found["k"], "threads": found["threads"],
+                "cpu_model": found["cpu_model"], "cpu_isa": found["cpu_isa"], "faiss": found["faiss"],
+                "search_parameters": " ".join(f"{k}={v}" for k, v in row["parameters"].items()),
+                "latency_1_p50_ms": latency["1"]["p50_ms"], "latency_1_p90_ms": latency["1"]["p90_ms"],
+                "latency_batch_p50_ms": latency["batch"]["p50_ms"], "latency_batch_p90_ms": latency["batch"]["p90_ms"],
+                "batch_queries": latency["batch"]["queries"],
+                **{key: row[key] for key in SEARCH_COLUMNS if key in row}})
+    if not records:
+        raise ReidQuantError("the search stage searched no gallery (search.variants ran on no device)")
+    return pd.DataFrame.from_records(records)[SEARCH_COLUMNS]
+
+
+def search_report(jobs, search_paths, record_paths, outputs, dataset: str, weights: str) -> pd.DataFrame:
+    """``results/search/summary.csv`` and ``.md`` and their plots."""
+    table = search_table(jobs, search_paths, dataset, weights)
+    write_text(Path(outputs.csv), table.to_csv(index=False, float_format="%.6g"))
+    text = search_markdown(table, not_run(jobs, search_paths))
+    write_text(Path(outputs.markdown), text)
+    print(text)
+    sizes = {(variant, device): found for (variant, device), found in
+             ((job, read_json(path)) for job, path in zip(jobs, search_paths)) if "indexes" in found}
+    plots.search_accuracy(table, Path(outputs.accuracy))
+    plots.search_latency(sizes, Path(outputs.latency))
+    return table

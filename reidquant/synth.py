@@ -285,3 +285,19 @@ def generate(out: Path, sizes: SynthSizes, progress: bool = True) -> dict:
                 crop.save(staging / "bounding_box_test" / name, quality=cameras[cam]["quality"])
                 bar.update()
     return {"train_ids": len(train_ids), "test_ids": len(test_ids)}
+
+
+def generate_distractors(out: Path, count: int, seed: int = 0, progress: bool = True) -> dict:
+    """``count`` images of people nobody queries for (identity 0000), seen by the cameras of the
+    dataset generated with ``seed``, into the folder ``out``, atomically: the gallery of a
+    city, where almost everyone is a stranger (the real Market-1501 has a 500k set of them)."""
+    if count < 1:
+        raise ReidQuantError(f"search.distractors.count: {count} distractors is nothing to search among")
+    rng = np.random.default_rng(seed)
+    cameras = [None] + [random_camera(rng) for _ in range(CAMERAS)]  # the dataset's: its first draws
+    rng = np.random.default_rng([seed, 500_000])
+    with atomic_dir(Path(out)) as staging:
+        writer = _Writer(staging, rng, cameras)
+        for _ in tqdm(range(count), desc="distractors", unit="img", disable=not progress):
+            writer.write(".", 0, random_identity(rng), int(rng.integers(1, CAMERAS + 1)))
+    return {"distractors": count, "seed": seed}

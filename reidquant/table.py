@@ -28,7 +28,7 @@ DEPLOYMENT = ["first_embedding_s", "mem_mb"]
 EXTRA = ["arch", "type", "speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
          "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "top10_overlap", "compile_s", "build_compile_s", "quantize_s",
          "calibration_images", "float_layers", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes",
-         "batch_size", "load_s", "cuda_mem_mb", "within_budget", "pareto"]
+         "batch_size", "timing_copies", "load_s", "cuda_mem_mb", "within_budget", "pareto"]
 SPEEDUPS = ("speedup", "speedup_lo", "speedup_hi")
 
 
@@ -93,7 +93,7 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
             "dataset": dataset, "weights": weights, "variant": variant, "device": device,
             "arch": q["arch"], "type": q["type"], "precision": t["precision"], "runtime": t["runtime"], "size_mb": q["size_bytes"] / 1e6, "size_bytes": q["size_bytes"],
             "model_img_per_s": t["model_img_per_s"], "extract_img_per_s": t["extract_img_per_s"],
-            "batch_size": t["batch_size"],
+            "batch_size": t["batch_size"], "timing_copies": t.get("timing_copies", 0),
             **{k: 1.0 if reference else t[k] for k in SPEEDUPS},
             **{k: m.get(k) for k in ("rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP", "cos_mean",
                                      "cos_min", "top1_agreement", "top10_overlap", "num_query",

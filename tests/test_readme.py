@@ -1,4 +1,4 @@
-"""Every ``snakemake`` command the README shows, run here exactly as written.
+"""Every ``snakemake`` command the README and the pages in docs/ show, run here exactly as written.
 
 Each runs as a dry run in a copy of the project with the default config, as a user who has
 just cloned it would (a dry run plans the whole job graph, checks the config and loads the
@@ -26,8 +26,11 @@ NOT_HERE = {
 }
 
 
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    text = "\n".join(page.read_text() for page in PAGES)
     text = re.sub(r"\\\n\s*", " ", text)  # a shell line continued with a backslash
     blocks = [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()]
     spans = [span.replace("\n", " ").strip() for span in re.findall(r"`(snakemake [^`]*)`", text)]
@@ -35,10 +38,20 @@ def readme_commands() -> list[str]:
     return sorted(command for command in commands if command.split()[1].startswith("-"))
 
 
-def test_the_readme_shows_the_example_config_as_it_is():
-    text = (ROOT / "README.md").read_text()
+def test_the_docs_show_the_example_config_as_it_is():
+    text = (ROOT / "docs" / "variants.md").read_text()
     example = (ROOT / "config" / "example.yaml").read_text()
     assert example in re.findall(r"```yaml\n(.*?)```", text, re.S)
+
+
+def test_the_readme_is_read_in_five_minutes():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 150
+
+
+def test_every_page_the_readme_links_exists():
+    text = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(((?:docs|benchmarks|Market|model)[^)#]*)", text)
+    assert links and all((ROOT / link).exists() for link in links), [link for link in links if not (ROOT / link).exists()]
 
 
 def test_the_readme_shows_its_commands():

@@ -55,7 +55,6 @@ def workspace(tmp_path_factory):
 
 
 ARCHS = {"ft_net_dense": "", "ft_net": "ft_net"}  # architecture -> its folder in the workspace
-BATCH = 4  # what the tests call models with, and what pt2e_int8 is compiled for
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,7 @@ def built(workspace):
         for name, spec in SPECS.items():
             root = workspace / folder
             found[arch, name] = quantize(name, spec, root / "weights", workspace / "pytorch", root / name,
-                                         *SIZES[arch], batch_sizes=[BATCH])
+                                         *SIZES[arch])
     return found
 
 
@@ -330,26 +329,22 @@ def test_openvino_sensitivity_refuses_quantizers_that_are_not_the_deployed_ones(
     assert not (tmp_path / "sensitivity.csv").exists()
 
 
-def test_pt2e_loads_its_compiled_package_without_compiling(workspace, built, monkeypatch, capsys):
-    from reidquant.variants import pt2e_int8
+def test_pt2e_loads_its_compiled_package_without_compiling(workspace, built):
+    from reidquant.devices import available_cores
 
     record = json.loads((workspace / "int8" / "build.json").read_text())
-    assert list(record["packages"]) == [str(BATCH)] and built["ft_net_dense", "int8"]["compile_s"] > 0
-    assert (workspace / "int8" / record["packages"][str(BATCH)]["file"]).is_file()
+    assert record["package"] == "model_compiled.pt2" and built["ft_net_dense", "int8"]["compile_s"] > 0
+    # Compiled for the machine's cores, not the build's one thread: parallel kernels.
+    assert record["compiled_for_threads"] == available_cores()
     runner = load_runner(workspace / "int8", SPECS["int8"], "cpu")
-    assert runner.config["compiled_for"] == f"each batch size, by the build: {BATCH}"
-    x = torch.randn(BATCH, 3, H, W, generator=torch.Generator().manual_seed(1))
+    assert runner.config["compiled_for"] == "a dynamic batch, by the build"
+    x = torch.randn(4, 3, H, W, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         contiguous = runner(x)
         # The package reads other strides as if they were its own: the runner must hand it those.
         assert torch.equal(runner(x.contiguous(memory_format=torch.channels_last)), contiguous)
-        # A batch size the build did not compile is compiled here, once, and said (its compile
-        # is the subject of other tests).
-        monkeypatch.setattr(pt2e_int8, "compiled", lambda module, options: module)
-        assert runner(x[:3]).shape == (3, 512) and runner(x[:2]).shape == (2, 512)
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
-    assert warnings == [f"warning: variant variant: batch size 3 was not compiled by its build (it compiled "
-                        f"{BATCH}); compiling the portable program here for it"]
+        for batch in (1, 5):  # any batch size, no compile
+            assert runner(x[:1].expand(batch, -1, -1, -1).contiguous()).shape == (batch, 512)
 
 
 def test_a_compiled_package_that_is_not_the_builds_is_refused(workspace, built, tmp_path):
@@ -357,13 +352,11 @@ def test_a_compiled_package_that_is_not_the_builds_is_refused(workspace, built, 
 
     folder = tmp_path / "int8"
     shutil.copytree(workspace / "int8", folder)
-    package = folder / json.loads((folder / "build.json").read_text())["packages"][str(BATCH)]["file"]
-    with zipfile.ZipFile(package, "a") as archive:
-        archive.writestr("model/data/aotinductor/model/extra.so", b"\x7fELF")
-    runner = load_runner(folder, SPECS["int8"], "cpu", "int8")
-    with pytest.raises(ReidQuantError, match=rf"{package.name}: refused: it is not the compiled package its "
+    with zipfile.ZipFile(folder / "model_compiled.pt2", "a") as package:
+        package.writestr("model/data/aotinductor/model/extra.so", b"\x7fELF")
+    with pytest.raises(ReidQuantError, match=r"model_compiled.pt2: refused: it is not the compiled package its "
                                              r"build recorded"):
-        runner(torch.zeros(BATCH, 3, H, W))
+        load_runner(folder, SPECS["int8"], "cpu", "int8")
 
 
 def test_a_package_for_vector_instructions_this_cpu_lacks_is_not_loaded(workspace, built, tmp_path, monkeypatch,
@@ -379,8 +372,8 @@ def test_a_package_for_vector_instructions_this_cpu_lacks_is_not_loaded(workspac
     # The portable program compiled here instead: its compile is the subject of other tests.
     monkeypatch.setattr(pt2e_int8, "compiled", lambda module, options: module)
     runner = load_runner(folder, SPECS["int8"], "cpu", "int8")
-    assert runner.runtime == "torch+inductor" and runner.config["compiled_for"] == "each batch size, at load"
-    assert "warning: variant int8: its compiled packages use VecSVE256 instructions, which this CPU lacks" in \
+    assert runner.runtime == "torch+inductor" and runner.config["compiled_for"] == "each batch size"
+    assert "warning: variant int8: its compiled package uses VecSVE256 instructions, which this CPU lacks" in \
         capsys.readouterr().err
     assert runner(torch.zeros(2, 3, H, W)).shape == (2, 512)
 

@@ -26,6 +26,8 @@ from reidquant.errors import ReidQuantError
 
 # Names only: the modules import torch, and the workflow selects an architecture while it plans.
 ARCHITECTURES = ("ft_net_dense", "ft_net")
+# What the workflow trains, and makes untrained weights for, unless train.arch says otherwise.
+DEFAULT_ARCH = "ft_net_dense"
 
 # The reference project's flags for networks this project does not build.
 UNSUPPORTED_FLAGS = {"use_swin": "Swin", "use_swinv2": "SwinV2", "use_hr": "HRNet", "use_convnext": "ConvNeXt",

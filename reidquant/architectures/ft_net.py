@@ -22,6 +22,8 @@ BACKBONE_DIM = 2048
 MIN_INPUT_SIZE = 1
 OPTS = {"use_dense": False, "name": "ft_ResNet50"}
 STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
+# The backbone's first convolution, by its name in ``features``: what tells the networks' weights apart.
+FIRST_LAYER = "conv1"
 # Where the embedder's ``features`` sit in the reference module (its checkpoint's key prefix).
 FEATURES_IN_REFERENCE = "model"
 

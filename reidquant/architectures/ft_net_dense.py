@@ -19,6 +19,8 @@ BACKBONE_DIM = 1024
 # fails in the last pool, 29 runs; the same with stride 1): the config's minimum.
 MIN_INPUT_SIZE = 29
 OPTS = {"use_dense": True, "name": "ft_net_dense"}
+# The backbone's first convolution, by its name in ``features``: what tells the networks' weights apart.
+FIRST_LAYER = "conv0"
 # Where the embedder's ``features`` sit in the reference module (its checkpoint's key prefix).
 FEATURES_IN_REFERENCE = "model.features"
 

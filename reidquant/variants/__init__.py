@@ -125,22 +125,15 @@ def resolve(spec: dict, isa: str) -> tuple[dict, dict | None]:
     return kind.resolve(spec, isa) if hasattr(kind, "resolve") else (spec, None)
 
 
-def compiles_ahead(spec: dict) -> bool:
-    """Whether its build compiles it for the batch sizes the extraction calls it with."""
-    kind = variant_type(spec)
-    return hasattr(kind, "ahead_of_time") and kind.ahead_of_time(spec)
-
-
 def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibration: list, folder: Path,
-                   ranking: list = (), selection=None, batch_sizes=()) -> dict:
+                   ranking: list = (), selection=None) -> dict:
     """Make variant ``name`` from an fp32 embedder; write what it deploys into ``folder``, with
     the build's record (``build.json``).
 
     ``example`` is a batch of two inputs (the shape graph exports trace);
     ``calibration`` the calibration batches, empty for a type that is not calibrated;
     ``ranking`` the layers, most sensitive first, a variant that ``needs_ranking`` chooses from;
-    ``selection`` what a variant with ``accuracy_control`` is validated on;
-    ``batch_sizes`` the ones a variant that ``compiles_ahead`` is compiled for.
+    ``selection`` what a variant with ``accuracy_control`` is validated on.
     """
     kind = variant_type(spec)
     start = time.perf_counter()
@@ -150,8 +143,6 @@ def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibra
     extra = {"ranking": list(ranking)} if needs_ranking(spec) else {}
     if selection is not None:
         extra["selection"] = selection
-    if compiles_ahead(spec):
-        extra["batch_sizes"] = tuple(batch_sizes)
     with atomic_dir(folder) as staging:
         found = kind.build(name, spec, embedder, opts, example, calibration, staging / kind.ARTIFACT, **extra) or {}
         # What loading the artifact needs to know of its build goes into its record too.

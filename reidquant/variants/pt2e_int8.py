@@ -25,9 +25,9 @@ from reidquant.variants.base import build_record, guarded, stage
 
 NAME = "pt2e_int8"
 # The portable quantized program (its weights are the row's size) and, with ``compile``, the
-# same program compiled ahead of time for each batch size it is called with: what a service loads.
+# same program compiled ahead of time for any batch size: what a service loads.
 ARTIFACT = WEIGHTS = "model.pt2"
-PACKAGE = "model_compiled_b{batch}.pt2"
+PACKAGE = "model_compiled.pt2"
 ALIGNMENT = 64  # bytes, as torch.export.save aligns tensor data
 MAX_BATCH = 4096  # the largest batch the exported program accepts
 
@@ -91,10 +91,9 @@ def check(spec: dict, where: str) -> None:
                              "(a list of float_modules is already a choice)")
 
 
-def build(name, spec, embedder, opts, example, calibration, path, ranking=(), selection=None, batch_sizes=()
-          ) -> dict:
+def build(name, spec, embedder, opts, example, calibration, path, ranking=(), selection=None) -> dict:
     """Writes the quantized program to ``path`` and, with ``compile``, the same program compiled
-    ahead of time for each of ``batch_sizes`` (``PACKAGE``) beside it.
+    ahead of time (``PACKAGE``) beside it.
 
     With ``float_modules: auto``, the layers left in float are the first of ``ranking`` (the
     layers of this build's fully int8 network, lowest SQNR on val first: its per-layer
@@ -137,10 +136,10 @@ def build(name, spec, embedder, opts, example, calibration, path, ranking=(), se
         # reads, or the saved program would carry both.
         drop_unread_tensors(converted)
         program = torch.export.export(converted, (example[:2],), dynamic_shapes=dynamic_batch())
+    if ahead_of_time(spec):  # AOTInductor traces the example input, so before it is dropped
+        found.update(compile_package(name, program, Path(path).parent / PACKAGE))
     program.example_inputs = None  # not part of the model: don't ship an input with it
     save_program(program, path)
-    if ahead_of_time(spec):
-        found.update(compile_packages(name, converted, Path(path).parent, batch_sizes, tuple(example.shape[1:])))
     return found
 
 
@@ -409,56 +408,50 @@ def load(path, spec, device, name):
 
     from reidquant.features import Runner
 
-    def portable():
-        with stage(name, f"reading the torch.export program {path}"), open(path, "rb") as handle:
-            return torch.export.load(handle).module()
-
     options = inductor_options()
     if ahead_of_time(spec):
         record = build_record(Path(path).parent)
         unusable = package_unusable(record)
         if unusable is None:
-            forward = by_batch_size(name, Path(path).parent, record["packages"], lambda: compiled(portable(), options))
-            return Runner(forward, config={"runtime": "torch+aotinductor", "vec_isa": record["vec_isa"],
-                                           "compiled_for": "each batch size, by the build: "
-                                                           + ", ".join(record["packages"])})
+            return Runner(compiled_package(name, Path(path).parent / PACKAGE, record["package_sha256"]),
+                          config={"runtime": "torch+aotinductor", "compiled_for": "a dynamic batch, by the build",
+                                  "vec_isa": record["vec_isa"], "compiled_for_threads": record["compiled_for_threads"]})
         print(f"warning: variant {name}: {unusable}; compiling its portable program here instead", file=sys.stderr)
-    module = portable()
+    with stage(name, f"reading the torch.export program {path}"), open(path, "rb") as handle:
+        module = torch.export.load(handle).module()
     # int8-mixed-bf16: what is not quantized (the pre-activation BatchNorms, pooling) runs in
     # bfloat16 between the int8 kernels, halving their memory traffic.
     autocast = torch.bfloat16 if _mixed_bf16(spec) else None
     forward = compiled(module, options) if spec["compile"] else module
-    config = {"runtime": "torch+inductor", "compiled_for": "each batch size, at load", "inductor": options} \
+    config = {"runtime": "torch+inductor", "compiled_for": "each batch size", "inductor": options} \
         if spec["compile"] else {"runtime": "torch", "compile": False}
     runtime_label = "torch+inductor" if spec["compile"] else "torch"
     return Runner(forward, channels_last=True, autocast=autocast, config=config, runtime=runtime_label)
 
 
-def compile_packages(name: str, converted, folder: Path, batch_sizes, image_shape: tuple) -> dict:
-    """The converted program compiled ahead of time by AOTInductor, its weights frozen into
-    oneDNN's prepacked int8 kernels, one package for each of ``batch_sizes``; what the build
-    records of them.
+def compile_package(name: str, program, package: Path) -> dict:
+    """``program`` compiled ahead of time by AOTInductor into ``package``, its weights frozen into
+    oneDNN's prepacked int8 kernels, for any batch size up to ``MAX_BATCH``; what the build
+    records of it.
 
-    A package per batch size, as with Inductor at load, not one for a dynamic batch: its
-    kernels for a symbolic batch ran a third slower at batch 32 (docs/benchmarks.md)."""
+    Compiled for every core of this machine, as the extraction runs, not for the one thread a
+    build runs on: Inductor writes a kernel's parallel loops only where it compiles for several
+    threads (how many is the caller's choice at run time). One package for a dynamic batch
+    runs as fast as one compiled for each batch size (docs/benchmarks.md)."""
     import hashlib
 
     import torch
     from torch._inductor import aoti_compile_and_package
 
-    if not batch_sizes:
-        raise ReidQuantError(f"variant {name}: compiled ahead of time for no batch size")
-    start, packages = time.perf_counter(), {}
-    for batch in sorted(set(batch_sizes)):
-        package = folder / PACKAGE.format(batch=batch)
-        example = torch.zeros(batch, *image_shape)
-        with stage(name, f"ahead-of-time compilation for batch {batch} (AOTInductor)"), torch.no_grad():
-            program = torch.export.export(converted, (example,))
-            aoti_compile_and_package(program, package_path=str(package), inductor_configs=inductor_options())
-        packages[str(batch)] = {"file": package.name, "sha256": hashlib.sha256(package.read_bytes()).hexdigest(),
-                                "bytes": package.stat().st_size}
-    return {"compile_s": time.perf_counter() - start, "package_bytes": sum(p["bytes"] for p in packages.values()),
-            "deploy": {"packages": packages, "vec_isa": vec_isa()}}
+    from reidquant.devices import available_cores
+
+    options = {**inductor_options(), "cpp.threads": available_cores()}
+    start = time.perf_counter()
+    with stage(name, "ahead-of-time compilation (AOTInductor)"), torch.no_grad():
+        aoti_compile_and_package(program, package_path=str(package), inductor_configs=options)
+    return {"compile_s": time.perf_counter() - start, "package_bytes": package.stat().st_size,
+            "deploy": {"package": PACKAGE, "package_sha256": hashlib.sha256(package.read_bytes()).hexdigest(),
+                       "vec_isa": vec_isa(), "compiled_for_threads": options["cpp.threads"]}}
 
 
 def vec_isa() -> str:
@@ -469,47 +462,32 @@ def vec_isa() -> str:
 
 
 def package_unusable(record: dict) -> str | None:
-    """Why the build's compiled packages cannot run on this CPU (their kernels use vector
+    """Why the build's compiled package cannot run on this CPU (its kernels use vector
     instructions this CPU lacks), or None."""
     from torch._inductor.cpu_vec_isa import valid_vec_isa_list
 
-    if not record.get("packages"):
+    if not record.get("package"):
         return "its build compiled no package"
     here = [type(isa).__name__ for isa in valid_vec_isa_list()]
     if record["vec_isa"] not in here and record["vec_isa"] != "InvalidVecISA":
-        return (f"its compiled packages use {record['vec_isa']} instructions, which this CPU lacks "
+        return (f"its compiled package uses {record['vec_isa']} instructions, which this CPU lacks "
                 f"(it has {', '.join(here) or 'none of them'})")
     return None
 
 
-def by_batch_size(name: str, folder: Path, packages: dict, fallback):
-    """A forward that runs each batch on the build's package for its size, loaded at first use
-    after checking it is the one the build recorded and holds nothing unpickled; fed the
-    contiguous batches it was compiled for (other strides it reads as if they were those, and
-    computes nonsense). A batch size the build did not compile is compiled here, once, with
-    a warning: ``fallback()`` makes that compiled forward."""
+def compiled_package(name: str, package: Path, sha256: str):
+    """The build's compiled package, loaded: checked to be the one the build recorded and to
+    hold nothing unpickled, then fed the contiguous batches it was compiled for (it reads
+    other strides as if they were those, and computes nonsense)."""
     import torch
     from torch._inductor import aoti_load_package
 
-    loaded, compiled_here = {}, []
+    check_compiled_package(package, sha256)
+    with stage(name, f"loading the compiled package {package}"):
+        model = aoti_load_package(str(package))
 
-    def load_package(batch: str):
-        path = folder / packages[batch]["file"]
-        check_compiled_package(path, packages[batch]["sha256"])
-        with stage(name, f"loading the compiled package {path}"):
-            return aoti_load_package(str(path))
-
-    def forward(batch_images: torch.Tensor) -> torch.Tensor:
-        size = str(len(batch_images))
-        if size in packages:
-            if size not in loaded:
-                loaded[size] = load_package(size)
-            return loaded[size](batch_images.contiguous())
-        if not compiled_here:
-            print(f"warning: variant {name}: batch size {size} was not compiled by its build (it compiled "
-                  f"{', '.join(packages)}); compiling the portable program here for it", file=sys.stderr)
-            compiled_here.append(fallback())
-        return compiled_here[0](batch_images.contiguous(memory_format=torch.channels_last))
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return model(batch.contiguous())
 
     return forward
 

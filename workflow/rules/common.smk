@@ -6,12 +6,12 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from reidquant import sources
+from reidquant.architectures import DEFAULT_ARCH
 from reidquant.codedeps import library_files
 from reidquant.configcheck import (
     REFERENCE,
     SCHEMA_PATH,
     UNRANKED,
-    called_batch_sizes,
     check_config,
     check_input_size,
     coerce_config,
@@ -20,7 +20,6 @@ from reidquant.errors import ReidQuantError
 from reidquant.market import RAW_NAME
 from reidquant.variants import (
     complete,
-    compiles_ahead,
     measures_sensitivity,
     needs_ranking,
     unranked,
@@ -52,13 +51,26 @@ try:
     DATASET = sources.dataset(config)
     WEIGHTS = sources.weights(config, DATASET.name)
     JOBS, SKIPPED = sources.jobs(config)
+    DISTRACTORS = sources.distractors(config)
+    SEARCH_JOBS = sources.search_jobs(config, JOBS)
     # Variants whose per-layer sensitivity results/sensitivity.md measures.
     SENSITIVITY = sorted(
         {v for v, _ in JOBS if measures_sensitivity(config["variants"][v])}
     )
 except ReidQuantError as error:
     fail(error)
-for note in (DATASET.note, WEIGHTS.note):
+# train settings apply where the workflow trains; untrained weights follow train.arch alone.
+UNUSED_TRAIN = sorted(
+    set(config["train"])
+    - {"recipe"}
+    - ({"arch"} if WEIGHTS.label == "untrained" else set())
+)
+if UNUSED_TRAIN and WEIGHTS.label != "trained":
+    logger.warning(
+        f"config field train: {', '.join(UNUSED_TRAIN)} not used: model.weights is "
+        f"{config['model']['weights']}, so nothing is trained"
+    )
+for note in (DATASET.note, WEIGHTS.note, DISTRACTORS.note):
     if note:
         logger.warning(note)
 for variant, device, reason in SKIPPED:
@@ -105,14 +117,6 @@ def budget_scales(wildcards):
     return None
 
 
-def compiled_batch_sizes(wildcards):
-    """The batch sizes extraction calls a variant with, for a build that compiles for them
-    (None for any other build)."""
-    if compiles_ahead(spec_of(wildcards.variant)):
-        return called_batch_sizes(config["extract"], config["benchmark"])
-    return None
-
-
 def ranking(wildcards):
     """The per-layer sensitivity a ranked variant's build chooses its float layers by."""
     if wildcards.variant.endswith(UNRANKED) or not needs_ranking(
@@ -148,6 +152,11 @@ def prepared_dataset(wildcards):
     return str(sources.PREPARED[wildcards.dataset])
 
 
+def embedding_settings():
+    """The config an embedding (features, distractors) depends on, timing apart."""
+    return stable({key: config[key] for key in ("input", "extract")})
+
+
 def extract_settings():
     """The config an extraction's features and timings depend on."""
     return stable(
@@ -160,3 +169,4 @@ wildcard_constraints:
     device="cpu|cuda",
     dataset="market1501|synthetic",
     root=f"{sources.MARKET}|{sources.SYNTHETIC}",
+    scatteritem=r"\d+-of-\d+",

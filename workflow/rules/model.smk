@@ -33,6 +33,8 @@ rule untrained_weights:
         "../../envs/cpu.yaml"
     params:
         seed=config["model"]["seed"],
+        # The network untrained weights are made for: the one training would make.
+        arch=config["train"].get("arch", DEFAULT_ARCH),
     script:
         "../scripts/untrained_weights.py"
 

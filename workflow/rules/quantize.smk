@@ -27,7 +27,5 @@ rule quantize:
         dataset=DATASET.name,
         # A budget is judged on the embedding the extraction makes: its scales, where it has one.
         ms=budget_scales,
-        # What a build that compiles ahead of time compiles for: the batch sizes extraction calls.
-        batch_sizes=compiled_batch_sizes,
     script:
         "../scripts/quantize.py"

@@ -7,4 +7,4 @@ from reidquant.rulelog import run_rule  # first: a Ctrl-C during the imports bel
 from reidquant.model import save_untrained
 
 run_rule(snakemake.log[0], save_untrained, folder=Path(snakemake.output.weights).parent,
-         seed=snakemake.params.seed)
+         seed=snakemake.params.seed, arch=snakemake.params.arch)

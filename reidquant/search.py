@@ -1,0 +1,241 @@
+"""The gallery side: each variant's embeddings stored and searched by FAISS indexes.
+
+A deployed re-ID system keeps every gallery embedding and searches it for each query; at city
+scale that is quantization again (fp16, int8 scalar quantizers, product quantization) and
+approximate search (IVF, HNSW). For each index, named by its FAISS factory string, the gallery
+plus distractors is indexed (inner product: the embeddings are L2-normalised) and each query
+is scored with the Market-1501 protocol on the ranking the index returns: the ``k`` images it
+returns, by its scores, then every image it does not return, in gallery order, as a deployed
+system never shows them. Against exact search on the same embeddings (``Flat``): mAP and
+rank-1 with paired intervals, the share of exact search's top 10 found in the index's top 10,
+and FAISS's 1-recall@10 (exact search's nearest neighbour among the index's first 10).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+
+import numpy as np
+
+from reidquant.errors import ReidQuantError
+
+EXACT = "Flat"
+# One query, and a batch of them: what a tracker and a batch job call an index with.
+LATENCY_ROUNDS = 30
+LATENCY_BATCH = 32
+TOP = 10
+
+
+def check_factory(factory: str, where: str) -> None:
+    """The factory strings the schema accepts (``search.indexes``): flat codes (exact, scalar
+    or product quantized), optionally behind an inverted file or an HNSW graph, after OPQ."""
+    from reidquant.configcheck import schema_part
+
+    pattern = schema_part("search")["properties"]["indexes"]["items"]["pattern"]
+    if not re.match(pattern, factory):
+        raise ReidQuantError(f"{where}: {factory!r} is not a FAISS factory string reidquant searches with (e.g. Flat, "
+                             f"SQfp16, SQ8, PQ64, IVF1024,PQ32, HNSW32)")
+
+
+def build_index(factory: str, vectors: np.ndarray, where: str = "search index"):
+    """An index of ``vectors`` (rows L2-normalised) by its factory string; the seconds its
+    training and adding took."""
+    import faiss
+
+    check_factory(factory, where)
+    start = time.perf_counter()
+    try:
+        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            index.train(vectors)
+        index.add(vectors)
+    except RuntimeError as error:  # FAISS says what was wrong in its last line
+        raise ReidQuantError(f"{where}: FAISS cannot build {factory!r} on {len(vectors)} vectors: "
+                             f"{str(error).strip().splitlines()[-1][:200]}") from None
+    return index, time.perf_counter() - start
+
+
+def set_search_parameters(index, nprobe: int, ef_search: int, k: int) -> dict:
+    """How wide an approximate index searches (IVF's lists probed, HNSW's candidate list, at
+    least ``k``); what was set."""
+    import faiss
+
+    space, found = faiss.ParameterSpace(), {}
+    for name, value in (("nprobe", nprobe), ("efSearch", max(ef_search, k))):
+        try:
+            space.set_index_parameter(index, name, value)
+            found[name] = value
+        except RuntimeError:
+            continue  # not a parameter of this index
+    return found
+
+
+def index_bytes(index) -> float:
+    """Bytes per image the index holds, everything included (codes, ids, graph links, centroids)."""
+    import faiss
+
+    return len(faiss.serialize_index(index)) / max(index.ntotal, 1)
+
+
+def code_bytes(index) -> float | None:
+    """Bytes of one image's code, where the index stores codes."""
+    try:
+        return float(index.sa_code_size())
+    except RuntimeError:
+        return None
+
+
+def rank_scores(index, queries: np.ndarray, total: int, k: int) -> np.ndarray:
+    """Per query, a score for every gallery image: the index's for the ``k`` it returns, -inf
+    for the rest, which then rank after them in gallery order."""
+    scores, ids = index.search(queries, min(k, total))
+    full = np.full((len(queries), total), -np.inf, dtype=np.float64)
+    rows = np.repeat(np.arange(len(queries)), ids.shape[1])
+    found = ids.reshape(-1) >= 0
+    full[rows[found], ids.reshape(-1)[found]] = scores.reshape(-1)[found]
+    return full
+
+
+def evaluate_scores(scores: np.ndarray, query_label, query_cam, gallery_label, gallery_cam) -> dict:
+    """The Market-1501 protocol on given scores (query x gallery; ties in gallery order)."""
+    from reidquant.evaluate import CMC_DEPTH, _hit_ranks, _summarise
+    from reidquant.matfile import as_int_vector
+
+    ql, qc = as_int_vector(query_label), as_int_vector(query_cam)
+    gl, gc = as_int_vector(gallery_label), as_int_vector(gallery_cam)
+    kept = gl != -1
+    scores, gl, gc = scores[:, kept], gl[kept], gc[kept]
+    hit_ranks = [np.zeros(0, dtype=np.int64)] * len(ql)
+    for q in range(len(ql)):
+        same = np.flatnonzero(gl == ql[q])
+        same_camera = gc[same] == qc[q]
+        if len(same) and not same_camera.all():
+            hit_ranks[q] = _hit_ranks(scores[q], same, same_camera)
+    return _summarise(hit_ranks, min(CMC_DEPTH, len(gl)))
+
+
+def top(scores: np.ndarray, count: int = TOP) -> np.ndarray:
+    """Each query's ``count`` best gallery images, best first (ties in gallery order)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return order[:, :count]
+
+
+def recalls(found: np.ndarray, exact: np.ndarray) -> tuple[float, float]:
+    """The share of exact search's top 10 in the index's top 10, and FAISS's 1-recall@10: the
+    share of queries whose exact nearest neighbour is among the index's first 10."""
+    overlap = (found[:, :, None] == exact[:, None, :]).any(axis=2).mean()
+    nearest = (found == exact[:, :1]).any(axis=1).mean()
+    return float(overlap), float(nearest)
+
+
+def latencies(index, queries: np.ndarray, rounds: int = LATENCY_ROUNDS, batch: int = LATENCY_BATCH) -> dict:
+    """Wall time of one search for one query and for a batch (the first ``TOP`` results each):
+    median and 90th percentile in milliseconds, after an untimed call of each."""
+    found = {}
+    for label, size in (("1", 1), ("batch", min(batch, len(queries)))):
+        picks = [queries[(i * size) % len(queries):][:size] for i in range(rounds)]
+        picks = [p if len(p) == size else queries[:size] for p in picks]
+        index.search(picks[0], TOP)
+        times = []
+        for chunk in picks:
+            start = time.perf_counter()
+            index.search(chunk, TOP)
+            times.append((time.perf_counter() - start) * 1000)
+        found[label] = {"queries": size, "p50_ms": statistics.median(times),
+                        "p90_ms": float(np.percentile(times, 90))}
+    return found
+
+
+def gallery_with_distractors(features: dict, distractors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The gallery followed by the distractors: identity 0 (always a wrong match) seen by camera
+    0 (no query's camera, so never junk)."""
+    vectors = np.ascontiguousarray(np.vstack([features["gallery_f"], distractors]), dtype=np.float32)
+    labels = np.concatenate([features["gallery_label"], np.zeros(len(distractors), dtype=np.int64)])
+    cameras = np.concatenate([features["gallery_cam"], np.zeros(len(distractors), dtype=np.int64)])
+    return vectors, labels, cameras
+
+
+def search_gallery(features_path, distractors_path, indexes, k: int, nprobe: int, ef_search: int,
+                   threads: int | None = None) -> dict:
+    """Every index of ``indexes`` over the gallery of ``features_path`` (a features .mat) plus
+    the distractors of ``distractors_path`` (their embeddings by the same model, ``.npy``),
+    against exact search; query latency also at smaller gallery sizes."""
+    import faiss
+    from tqdm import tqdm
+
+    from reidquant.devices import available_cores
+    from reidquant.matfile import load_features
+    from reidquant.stats import bootstrap_interval
+
+    threads = min(threads or available_cores(), available_cores())
+    faiss.omp_set_num_threads(threads)
+    features = load_features(features_path)
+    distractors = np.load(distractors_path, allow_pickle=False)
+    if distractors.ndim != 2 or distractors.shape[1] != features["gallery_f"].shape[1]:
+        raise ReidQuantError(f"{distractors_path}: expected {features['gallery_f'].shape[1]}-d embeddings, got "
+                             f"shape {distractors.shape}")
+    vectors, labels, cameras = gallery_with_distractors(features, distractors)
+    queries = np.ascontiguousarray(features["query_f"], dtype=np.float32)
+    ids = (features["query_label"], features["query_cam"], labels, cameras)
+    total = len(vectors)
+    sizes = sorted({len(features["gallery_f"]), len(features["gallery_f"]) + len(distractors) // 4, total})
+    exact_index, _ = build_index(EXACT, vectors)
+    exact_scores = rank_scores(exact_index, queries, total, total)
+    exact = evaluate_scores(exact_scores, *ids)
+    exact_top = top(exact_scores)
+    rows = []
+    for factory in tqdm(indexes, desc="indexes", unit="index"):
+        index, build_s = build_index(factory, vectors, f"search index {factory}")
+        parameters = set_search_parameters(index, nprobe, ef_search, k)
+        scores = rank_scores(index, queries, total, k)
+        metrics = evaluate_scores(scores, *ids)
+        overlap, nearest = recalls(top(scores), exact_top)
+        row = {"index": factory, "bytes_per_image": index_bytes(index), "code_bytes": code_bytes(index),
+               "build_s": build_s, "parameters": parameters, "mAP": metrics["mAP"], "rank1": metrics["rank1"],
+               "recall_at_10": overlap, "one_recall_at_10": nearest, "per_query": metrics["per_query"]}
+        for metric, key in (("mAP", "ap"), ("rank1", "rank1")):
+            difference = np.asarray(metrics["per_query"][key], float) - np.asarray(exact["per_query"][key], float)
+            low, high = bootstrap_interval(difference)
+            row.update({f"{metric}_delta": difference.mean() * 100, f"{metric}_delta_lo": low * 100,
+                        f"{metric}_delta_hi": high * 100})
+        row["latency"] = {str(total): latencies(index, queries)}
+        for size in sizes[:-1]:
+            try:
+                smaller, _ = build_index(factory, vectors[:size], f"search index {factory}")
+            except ReidQuantError as error:  # too few images to train it on
+                row["latency"][str(size)] = {"not_built": str(error)}
+                continue
+            set_search_parameters(smaller, nprobe, ef_search, k)
+            row["latency"][str(size)] = latencies(smaller, queries)
+        rows.append(row)
+    return {"gallery_images": len(features["gallery_f"]), "distractors": len(distractors), "total_images": total,
+            "queries": len(queries), "k": k, "threads": threads, "faiss": faiss.__version__,
+            "exact": {key: exact[key] for key in ("mAP", "rank1", "num_valid_query")}, "indexes": rows}
+
+
+def search_and_save(features_path, distractors_path, record_path, out, indexes, k: int, nprobe: int,
+                    ef_search: int, threads: int | None = None) -> dict:
+    """``search_gallery``, with what the distractors were and the machine, into ``out`` (JSON)."""
+    from reidquant.devices import cpu_isa, cpu_model
+    from reidquant.jsonio import read_json, write_json
+
+    from reidquant.matfile import not_run_record
+
+    for position, factory in enumerate(indexes):
+        check_factory(factory, f"config field search.indexes.{position}")
+    record = read_json(record_path)
+    not_run = record.get("not_run") or not_run_record(features_path)
+    if not_run:  # the node that embedded them could not run the variant: said in the summary
+        write_json(out, {"not_run": not_run})
+        print(f"not run on node {not_run['node']}: {not_run['reason']}")
+        return {"not_run": not_run}
+    found = search_gallery(features_path, distractors_path, indexes, k, nprobe, ef_search, threads)
+    found.update(distractor_source=record["source"], cpu_model=cpu_model(), cpu_isa=cpu_isa())
+    write_json(out, found)
+    for row in found["indexes"]:
+        print(f"{row['index']}: {row['bytes_per_image']:.0f} bytes per image, mAP {row['mAP']:.4f} "
+              f"({row['mAP_delta']:+.3f} points against exact), 1-recall@10 {row['one_recall_at_10']:.3f}, "
+              f"{row['latency'][str(found['total_images'])]['1']['p50_ms']:.2f} ms per query")
+    return found
