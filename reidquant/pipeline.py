@@ -217,12 +217,12 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
               f"({built['cpu_model']}) and runs on one with {cpu_isa()} ({cpu_model()}): its saturation guard "
               f"was chosen for the other", file=sys.stderr)
     images, copies = timing_images(Path(data_root), s.height, s.width, {1, s.batch_size, *s.latency_batches})
-    if copies:
-        print(f"note: the gallery has {max(images) - copies} images; the timing batch of {max(images)} is filled "
-              f"with {copies} copies of the last one", file=sys.stderr)
     phases = {}
     runner, profile = cold_start(artifact, spec, device, name, images[1], s.warmup)
     phases["cold_start"] = profile["first_embedding_s"]
+    if copies:  # said once the artifact has loaded, so that a refused one prints its error alone
+        print(f"note: the gallery has {max(images) - copies} images; the timing batch of {max(images)} is filled "
+              f"with {copies} copies of the last one", file=sys.stderr)
     reference = None if reference_artifact is None else load_runner(reference_artifact, reference_spec, device)
     start = time.perf_counter()
     timing = model_throughput(runner, images[s.batch_size], s.warmup, s.repeats, reference)

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from reidquant.architectures import select
+from reidquant.configcheck import REFERENCE
 from reidquant.errors import ReidQuantError
 from reidquant.market import RAW_NAME
 from reidquant.variants import unsupported_reason
@@ -150,11 +151,18 @@ def distractors(config: dict, root: Path = Path(".")) -> Distractors:
     return Distractors("synthetic", SYNTHETIC_DISTRACTORS, wanted)
 
 
+SEARCHED_BY_DEFAULT = "ov_int8"
+
+
 def search_jobs(config: dict, runnable) -> list[tuple[str, str]]:
     """The (variant, device) pairs whose gallery the search stage indexes: those of
-    ``search.variants`` that run."""
-    for name in config["search"]["variants"]:
+    ``search.variants`` that run. Unset, it is ov_int8 where the config has it, else the fp32
+    reference, so that a config of other variants still plans."""
+    names = config["search"].get("variants")
+    if names is None:
+        names = [SEARCHED_BY_DEFAULT if SEARCHED_BY_DEFAULT in config["variants"] else REFERENCE]
+    for name in names:
         if name not in config["variants"]:
             raise ReidQuantError(f"config field search.variants: {name!r} is not a variant of this config "
                                  f"({', '.join(config['variants'])})")
-    return [(variant, device) for variant, device in runnable if variant in config["search"]["variants"]]
+    return [(variant, device) for variant, device in runnable if variant in names]

@@ -55,7 +55,7 @@ def test_spec_defaults_come_from_the_schema():
     spec = checked({"type": "pt2e_int8"}, schema_part("variants"), "--spec")
     assert spec == {"type": "pt2e_int8", "calibration_images": 256, "compile": True, "mixed_bf16": False,
                     "activation_ranges": "histogram", "float_modules": [], "sensitivity": True,
-                    "accuracy_control": None}
+                    "accuracy_control": None, "reduce_range": "auto"}
     assert checked({"type": "half", "dtype": "float16"}, schema_part("variants"), "--spec")["channels_last"] is True
 
 
