@@ -4,12 +4,18 @@
 
 Reads the exported program the ``int8`` variant deploys and counts, from its nodes, which
 convolutions run on int8 weights, which BatchNorms were folded away, what feeds the
-remaining ones, and whether each concatenation's inputs share quantization parameters.
+remaining ones, and whether each concatenation's inputs share quantization parameters. Then,
+in the AOTInductor package the build compiled from it (``model_compiled.pt2`` beside it), the
+library calls its generated C++ makes: whether every convolution and the embedding Linear
+still run on oneDNN's int8 kernels once compiled ahead of time (pytorch/ao#4566 saw quantized
+Linear layers fall back to fp32 there).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -60,6 +66,25 @@ def describe(path: Path) -> str:
     )
 
 
+def compiled_calls(package: Path) -> str:
+    """The library calls of the package's generated C++ wrapper, counted, and what they say."""
+    with zipfile.ZipFile(package) as archive:
+        wrappers = [name for name in archive.namelist() if name.endswith(".wrapper.cpp")]
+        source = "".join(archive.read(name).decode() for name in wrappers)
+    calls = Counter(re.findall(r"\baoti_torch_cpu_(\w+)\(", source))
+    rows = "".join(f"| `{call}` | {count} |\n" for call, count in calls.most_common())
+    fp32_matmuls = sum(count for call, count in calls.items() if re.search(r"addmm|\bmm\b|linear(?!_pointwise)", call))
+    return (
+        f"\nIn `{package.name}`, the AOTInductor package the build compiled from it, the operator\n"
+        f"calls of its generated C++ (everything else is Inductor's own fused C++ kernels):\n\n"
+        f"| call | count |\n|---|---|\n{rows}\n"
+        f"Reading: {calls['_qconv_pointwise_tensor']} convolutions and {calls['_qlinear_pointwise_tensor']} Linear "
+        f"run on oneDNN's int8 kernels, {fp32_matmuls} matrix products in fp32: "
+        + ("compiled ahead of time, the program keeps its int8 kernels.\n" if not fp32_matmuls else
+           "some of the program's matrix products fell back to fp32 in the package.\n")
+    )
+
+
 def resnet_reading(nodes, convs: int, norms: int) -> str:
     """What the residual additions read and feed, counted, and what that means."""
     adds = [n for n in nodes if target(n) == "aten.add.Tensor"]
@@ -99,6 +124,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     text = describe(args.artifact)
+    package = args.artifact.with_name("model_compiled.pt2")
+    if package.exists():
+        text += compiled_calls(package)
     print(text)
     if args.out:
         write_text(args.out, text)

@@ -17,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 
 from reidquant.configcheck import checked, schema_part
-from reidquant.devices import cpu_model
 from reidquant.jsonio import write_text
 from reidquant.markdown import budget_markdown, sensitivity_markdown, what_to_ship
 from reidquant.table import latency_batches
@@ -70,7 +69,8 @@ def main() -> None:
     lines = [
         f"Run of `{args.command}` (the default configuration, with any `--config` shown): dataset "
         f"`{first['dataset']}`, weights `{first['weights']}`, arch `{first['arch']}`, input {first['height']}×{first['width']}, "
-        f"torch {first['torch']}, {cpu_model()} ({os.cpu_count()} cores, {first['threads']} threads), "
+        f"torch {first['torch']}, {first['cpu_model']} (int8 instructions: {first['cpu_isa']}; "
+        f"{os.cpu_count()} cores, {first['threads']} threads), "
         f"Python {platform.python_version()}."
     ]
     if args.elapsed:

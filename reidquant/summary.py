@@ -68,7 +68,8 @@ SEARCH_COLUMNS = ["dataset", "weights", "variant", "device", "index", "distracto
                   "total_images", "bytes_per_image", "code_bytes", "mAP", "mAP_delta", "mAP_delta_lo", "mAP_delta_hi",
                   "rank1", "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "recall_at_10", "one_recall_at_10",
                   "build_s", "latency_1_p50_ms", "latency_1_p90_ms", "latency_batch_p50_ms", "latency_batch_p90_ms",
-                  "batch_queries", "k", "search_parameters", "threads", "cpu_model", "cpu_isa", "faiss"]
+                  "batch_queries", "k", "exact_mAP_all_images", "search_parameters", "threads", "cpu_model", "cpu_isa",
+                  "faiss"]
 
 
 def search_table(jobs, search_paths, dataset: str, weights: str) -> pd.DataFrame:
@@ -82,6 +83,7 @@ def search_table(jobs, search_paths, dataset: str, weights: str) -> pd.DataFrame
                 "dataset": dataset, "weights": weights, "variant": variant, "device": device, "index": row["index"],
                 "distractor_source": found["distractor_source"], "distractors": found["distractors"],
                 "total_images": found["total_images"], "k": found["k"], "threads": found["threads"],
+                "exact_mAP_all_images": found["exact"]["mAP_all_images"],
                 "cpu_model": found["cpu_model"], "cpu_isa": found["cpu_isa"], "faiss": found["faiss"],
                 "search_parameters": " ".join(f"{k}={v}" for k, v in row["parameters"].items()),
                 "latency_1_p50_ms": latency["1"]["p50_ms"], "latency_1_p90_ms": latency["1"]["p90_ms"],

@@ -51,6 +51,15 @@ def test_images_an_index_does_not_return_rank_after_those_it_does(features):
     assert recalls(top(few), top(few)) == (1.0, 1.0)
 
 
+def test_a_true_match_an_index_does_not_return_ranks_last():
+    # One query (identity 1, camera 1); gallery: its match (camera 2), then two other people.
+    # The index returned only the last image: the match, first in gallery order, is never found.
+    scores = np.array([[-np.inf, -np.inf, 0.5]])
+    found = evaluate_scores(scores, np.array([1]), np.array([1]), np.array([1, 2, 3]), np.array([2, 1, 1]))
+    # Market-1501's AP: the mean of the precision just before the hit (0 of 2) and at it (1 of 3).
+    assert found["per_query"]["ap"][0] == pytest.approx((0 / 2 + 1 / 3) / 2) and found["rank1"] == 0
+
+
 def test_every_index_kind_is_built_scored_and_timed(features):
     mat, npy, _, distractors = features
     found = search_gallery(mat, npy, INDEXES, k=100, nprobe=2, ef_search=16, threads=1)
@@ -59,6 +68,8 @@ def test_every_index_kind_is_built_scored_and_timed(features):
     assert list(rows) == INDEXES
     flat = rows["Flat"]
     assert flat["mAP"] == pytest.approx(found["exact"]["mAP"]) and flat["mAP_delta"] == 0 == flat["mAP_delta_lo"]
+    # Returning 100 of 460 images can only lose matches that exact search over all of them finds.
+    assert found["exact"]["mAP"] <= found["exact"]["mAP_all_images"] + 1e-12
     assert flat["recall_at_10"] == flat["one_recall_at_10"] == 1.0 and flat["bytes_per_image"] > 4 * 32
     assert rows["SQfp16"]["mAP"] == pytest.approx(flat["mAP"], abs=1e-4)
     assert rows["SQ8"]["bytes_per_image"] < rows["SQfp16"]["bytes_per_image"] < flat["bytes_per_image"]

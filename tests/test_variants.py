@@ -211,22 +211,33 @@ def test_pt2e_unknown_float_module_is_one_line(workspace, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-@pytest.mark.parametrize("metric, max_drop, max_float_layers", [("cos_mean", 0.0, 2), ("mAP", 100.0, None)])
-def test_pt2e_auto_float_layers_read_val_and_train_only(workspace, garbage_test_split, tmp_path, capsys, metric,
-                                                        max_drop, max_float_layers):
+# Min-max ranges: a histogram's ranges take a minute to compute for DenseNet, whatever the input size.
+AUTO = {"type": "pt2e_int8", "calibration_images": 8, "compile": False, "float_modules": "auto",
+        "activation_ranges": "minmax"}
+
+
+@pytest.fixture(scope="module")
+def auto_ranking(workspace, garbage_test_split, tmp_path_factory):
+    """What the workflow does first for ``float_modules: auto``: the fully int8 build and its
+    sensitivity on val (the same for every budget: it has none)."""
     from reidquant.variants import unranked
 
-    # Min-max ranges: a histogram's ranges take a minute to compute for DenseNet, whatever the input size.
-    spec = complete({"type": "pt2e_int8", "calibration_images": 8, "compile": False, "float_modules": "auto",
-                     "activation_ranges": "minmax", "accuracy_control": {"metric": metric, "max_drop": max_drop,
-                                                                        "max_float_layers": max_float_layers}})
-    # What the workflow does: the fully int8 build, its sensitivity, then the build that chooses.
-    base = unranked(spec)
-    quantize("int8_auto.unranked", base, workspace / "weights", garbage_test_split, tmp_path / "base", H, W)
-    rows = layer_sensitivity("int8_auto.unranked", base, workspace / "weights", garbage_test_split, tmp_path / "base",
-                             tmp_path / "sensitivity.csv", H, W)
+    folder = tmp_path_factory.mktemp("auto")
+    base = unranked(complete(AUTO))
+    quantize("int8_auto.unranked", base, workspace / "weights", garbage_test_split, folder / "base", H, W)
+    rows = layer_sensitivity("int8_auto.unranked", base, workspace / "weights", garbage_test_split, folder / "base",
+                             folder / "sensitivity.csv", H, W)
+    return folder / "sensitivity.csv", rows
+
+
+@pytest.mark.parametrize("metric, max_drop, max_float_layers", [("cos_mean", 0.0, 2), ("mAP", 100.0, None)])
+def test_pt2e_auto_float_layers_read_val_and_train_only(workspace, garbage_test_split, auto_ranking, tmp_path, capsys,
+                                                        metric, max_drop, max_float_layers):
+    spec = complete({**AUTO, "accuracy_control": {"metric": metric, "max_drop": max_drop,
+                                                  "max_float_layers": max_float_layers}})
+    ranking, rows = auto_ranking
     info = quantize("int8_auto", spec, workspace / "weights", garbage_test_split, tmp_path / "m", H, W,
-                    ranking=tmp_path / "sensitivity.csv")
+                    ranking=ranking)
     control, ranked = info["accuracy_control"], sorted(rows, key=lambda row: row["sqnr_db"])
     in_float, _ = float_and_int8_layers(tmp_path / "m")
     assert sorted(in_float) == sorted(info["float_layers"])

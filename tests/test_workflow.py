@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import cache
 
 import pytest
 import yaml
@@ -188,11 +189,12 @@ FEEDS = {"synthetic_dataset": ["prepare_dataset"], "prepare_dataset": ["quantize
 SCRIPTS = {rule: f"{rule}.py" for rule in FEEDS if rule != "all"}  # each rule runs the script of its name
 
 
+@cache  # the same answer for every test: the repository's own sources do not change during the run
 def library_modules(script):
     from reidquant.codedeps import library_files
 
-    return {p.relative_to(ROOT).as_posix()
-            for p in library_files(ROOT / "workflow" / "scripts" / script, ROOT / "reidquant")}
+    return frozenset(p.relative_to(ROOT).as_posix()
+                     for p in library_files(ROOT / "workflow" / "scripts" / script, ROOT / "reidquant"))
 
 
 def planned_after_editing(project, module):
