@@ -223,7 +223,7 @@ def auto_ranking(workspace, garbage_test_split, tmp_path_factory):
     from reidquant.variants import unranked
 
     folder = tmp_path_factory.mktemp("auto")
-    base = unranked(complete(AUTO))
+    base = unranked(complete({**AUTO, "float_modules": []}))
     quantize("int8_auto.unranked", base, workspace / "weights", garbage_test_split, folder / "base", H, W)
     rows = layer_sensitivity("int8_auto.unranked", base, workspace / "weights", garbage_test_split, folder / "base",
                              folder / "sensitivity.csv", H, W)
