@@ -70,6 +70,7 @@ def test_readme_command_runs_as_written(tmp_path, command):
     for extra in (ROOT / "config").glob("*.yaml"):  # the config files a command may name
         if extra.name != "config.yaml":
             shutil.copy2(extra, project / "config" / extra.name)
+    shutil.copytree(ROOT / "benchmarks", project / "benchmarks", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     result = snakemake(project, *words, "--dry-run", cores=None)
     output = result.stdout + result.stderr
     assert not re.search(r"invalid choice|unrecognized arguments|expected one argument", output), output[-2000:]

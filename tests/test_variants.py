@@ -39,6 +39,15 @@ SPECS = {name: complete(spec) for name, spec in {
     "ort_fp32": {"type": "onnxruntime", "precision": "fp32"},
     "ort_int8": {"type": "onnxruntime", "precision": "int8", "calibration_images": 8},
 }.items()}
+# ResNet-50's int8 runs its program as saved: compiling ahead of time is the same code for both
+# networks, and its minute is spent once, on DenseNet-121.
+ON_ARCH = {("ft_net", "int8"): {"compile": False}}
+
+
+def spec_of(arch: str, name: str) -> dict:
+    return complete({**SPECS[name], **ON_ARCH.get((arch, name), {})})
+
+
 SIZE_LIMITS = {"int8_seed": 0.35, "int8": 0.35, "ov_int8": 0.35, "ort_int8": 0.35, "bf16": 0.55}
 MIN_COSINE = {"fp32": 0.99999, "ov_fp32": 0.9999, "ov_fp32_throughput": 0.9999, "ort_fp32": 0.9999,
               "fp16_dynamic_seed": 0.999, "bf16": 0.99}
@@ -63,10 +72,10 @@ def built(workspace):
     what a build leaves in the process is the same for every test."""
     found = {}
     for arch, folder in ARCHS.items():
-        for name, spec in SPECS.items():
+        for name in SPECS:
             root = workspace / folder
-            found[arch, name] = quantize(name, spec, root / "weights", workspace / "pytorch", root / name,
-                                         *SIZES[arch])
+            found[arch, name] = quantize(name, spec_of(arch, name), root / "weights", workspace / "pytorch",
+                                         root / name, *SIZES[arch])
     return found
 
 
@@ -108,7 +117,7 @@ def check_sensitivity(rows, weights):
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("name", list(SPECS))
 def test_variant_builds_loads_and_tracks_fp32(workspace, built, name, arch):
-    spec = SPECS[name]  # bf16 too: CPUs without native BF16 emulate it, slowly but correctly
+    spec = spec_of(arch, name)  # bf16 too: CPUs without native BF16 emulate it, slowly but correctly
     root = workspace / ARCHS[arch]
     fp32_size = os.path.getsize(root / "fp32" / TYPES["fp32"].WEIGHTS)
     info = built[arch, name]
@@ -265,7 +274,7 @@ def test_pt2e_auto_without_a_ranking_is_one_line(workspace, tmp_path):
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_pt2e_sensitivity_measures_the_built_program(workspace, built, tmp_path, arch):
     root = workspace / ARCHS[arch]
-    rows = layer_sensitivity("int8", SPECS["int8"], root / "weights", workspace / "pytorch", root / "int8",
+    rows = layer_sensitivity("int8", spec_of(arch, "int8"), root / "weights", workspace / "pytorch", root / "int8",
                              tmp_path / "sensitivity.csv", *SIZES[arch])
     check_sensitivity(rows, root / "weights")
     assert sum(row.get("cos_mean_gain") is not None for row in rows) == 5
