@@ -234,8 +234,8 @@ def search_markdown(table: pd.DataFrame, not_run=()) -> str:
         lines.append("")
     lines.append("mAP in %; mAP_delta and rank1_delta in points against exact search (Flat) on the same embeddings "
                  "returning as many images, [95% paired bootstrap interval over queries], starred where it excludes "
-                 "zero. Images an index does not return rank after those it does, true matches last. recall@10: the share of exact search's top 10 in the index's "
-                 "top 10; 1-recall@10: the share of queries whose exact nearest neighbour is in the index's top 10. "
+                 "zero. Images an index does not return rank after those it does, true matches last. recall@10: "
+                 "the share of exact search's top 10 in the index's top 10; 1-recall@10: the share of queries whose exact nearest neighbour is in the index's top 10. "
                  "bytes per image: everything the index holds (codes, ids, graph, centroids) over the images.\n")
     if not_run:
         lines += ["Not searched:", ""] + [f"- {variant} / {device}: {reason}" for variant, device, reason in not_run]
