@@ -35,7 +35,7 @@ SKIP_AT = {1_000_000: ("HNSW32,SQ8",)}
 IMAGES_PER_IDENTITY = 6
 QUERIES = 1000
 ROUNDS = 50
-TRAIN_POINTS = 20_000  # what IVF and PQ train on (k-means samples): about 20 per IVF list, 78 per PQ centroid
+TRAIN_POINTS = 40_000  # what IVF and PQ train on: FAISS asks for 39 k-means samples per IVF list
 
 
 def spread(vectors: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -77,21 +77,22 @@ def drawer(features: dict, components: int = 32):
     return draw
 
 
-def timed_rounds(indexes: dict, queries: np.ndarray, batch: int) -> dict:
-    """Per index, milliseconds of one query's and one batch's search (first 10 results), in
-    interleaved rounds."""
-    times = {name: {"1": [], "batch": []} for name in indexes}
-    for index in indexes.values():
-        index.search(queries[:batch], 10)
+def timed_rounds(setups: dict, queries: np.ndarray, batch: int, ef_search: int) -> dict:
+    """Per (index, probes) setup, milliseconds of one query's and one batch's search (first 10
+    results), in interleaved rounds; each setup's turn starts with an untimed search, so that no
+    setup is timed with the caches and threads the one before it left."""
+    times = {label: {"1": [], "batch": []} for label in setups}
     for round_ in range(ROUNDS):
         one, many = queries[round_ % len(queries)][None], queries[(round_ * batch) % (len(queries) - batch):][:batch]
-        for name, index in indexes.items():
-            for label, chunk in (("1", one), ("batch", many)):
+        for label, (index, probes) in setups.items():
+            set_search_parameters(index, probes, ef_search, 10)
+            index.search(queries[(round_ + 1) % len(queries)][None], 10)
+            for kind, chunk in (("1", one), ("batch", many)):
                 start = time.perf_counter()
                 index.search(chunk, 10)
-                times[name][label].append((time.perf_counter() - start) * 1000)
-    return {name: {label: (statistics.median(v), float(np.percentile(v, 90))) for label, v in found.items()}
-            for name, found in times.items()}
+                times[label][kind].append((time.perf_counter() - start) * 1000)
+    return {label: {kind: (statistics.median(v), float(np.percentile(v, 90))) for kind, v in found.items()}
+            for label, found in times.items()}
 
 
 def main() -> None:
@@ -101,7 +102,8 @@ def main() -> None:
     parser.add_argument("--features", type=Path, default=Path("results/ov_int8/cpu/features.mat"))
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--indexes", nargs="+", default=list(INDEXES))
-    parser.add_argument("--nprobe", type=int, default=16)
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32],
+                        help="IVF lists probed; each a row of its own")
     parser.add_argument("--ef-search", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--out", type=Path)
@@ -112,8 +114,9 @@ def main() -> None:
     lines = [f"`benchmarks/search_scale.py` on {cpu_model()} ({cpu_isa()}), {threads} threads, FAISS "
              f"{faiss.__version__}; galleries drawn to match the statistics of `{args.features}`'s gallery "
              f"({IMAGES_PER_IDENTITY} images per drawn identity), {QUERIES} held-out queries, {ROUNDS} interleaved "
-             f"rounds; IVF probes {args.nprobe} lists, HNSW searches {args.ef_search} candidates; IVF and PQ train "
-             f"on {TRAIN_POINTS:,} of the images.", "",
+             f"rounds, each setup's turn after an untimed search; IVF probes {' or '.join(map(str, args.nprobe))} "
+             f"lists, HNSW searches {args.ef_search} candidates; IVF and PQ train on {TRAIN_POINTS:,} of the "
+             "images.", "",
              "| images | index | code bytes | bytes per image (all) | memory MB | build s | 1 query p50 (p90) ms | "
              f"batch of {args.batch} p50 ms | recall@10 | 1-recall@10 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for size in args.sizes:
@@ -121,7 +124,7 @@ def main() -> None:
         exact = faiss.IndexFlatIP(gallery.shape[1])
         exact.add(gallery)
         _, truth = exact.search(queries, 10)
-        built, rows = {}, {}
+        setups, rows = {}, {}
         for name in args.indexes:
             if name in SKIP_AT.get(size, ()):
                 rows[name] = None
@@ -135,26 +138,29 @@ def main() -> None:
                 index.train(training)
             index.add(gallery)
             build_s = time.perf_counter() - start
-            set_search_parameters(index, args.nprobe, args.ef_search, 10)
-            _, found = index.search(queries, 10)
-            overlap, nearest = recalls(found, truth)
-            rows[name] = {"code": code_bytes(index), "all": index_bytes(index), "build_s": build_s,
-                          "memory_mb": (resident_bytes() - before) / 1e6, "recall": overlap, "one_recall": nearest}
-            built[name] = index
-        timings = timed_rounds(built, queries, args.batch)
-        for name in args.indexes:
-            row = rows[name]
+            memory_mb = (resident_bytes() - before) / 1e6
+            probed = "nprobe" in set_search_parameters(index, args.nprobe[0], args.ef_search, 10)
+            for probes in args.nprobe if probed else args.nprobe[:1]:
+                label = f"{name} (nprobe {probes})" if probed else name
+                set_search_parameters(index, probes, args.ef_search, 10)
+                _, found = index.search(queries, 10)
+                overlap, nearest = recalls(found, truth)
+                rows[label] = {"code": code_bytes(index), "all": index_bytes(index), "build_s": build_s,
+                               "memory_mb": memory_mb, "recall": overlap, "one_recall": nearest}
+                setups[label] = (index, probes)
+        timings = timed_rounds(setups, queries, args.batch, args.ef_search)
+        for label, row in rows.items():
             if row is None:
-                lines.append(f"| {size:,} | {name} | | | | | not built: its graph takes too long to build on "
+                lines.append(f"| {size:,} | {label} | | | | | not built: its graph takes too long to build on "
                              f"{threads} cores | | | |")
                 continue
-            (p50, p90), (batch_p50, _) = timings[name]["1"], timings[name]["batch"]
+            (p50, p90), (batch_p50, _) = timings[label]["1"], timings[label]["batch"]
             code = "" if row["code"] is None else f"{row['code']:.0f}"
-            lines.append(f"| {size:,} | {name} | {code} | {row['all']:.0f} | {row['memory_mb']:.0f} | "
+            lines.append(f"| {size:,} | {label} | {code} | {row['all']:.0f} | {row['memory_mb']:.0f} | "
                          f"{row['build_s']:.1f} | {p50:.2f} ({p90:.2f}) | {batch_p50:.1f} | {row['recall']:.3f} | "
                          f"{row['one_recall']:.3f} |")
-        print("\n".join(lines[-len(args.indexes):]), flush=True)
-        del built, gallery
+        print("\n".join(lines[-len(rows):]), flush=True)
+        del setups, gallery, exact
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
