@@ -12,6 +12,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The suite's two workers share the cores: OpenMP threads that spin while they wait take the
+# other worker's turns (a training test: 111 s beside a busy process, 30 s with this).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def market_like(rng, n_ids=30, n_query=60, n_gallery=400, dim=32, noise=0.6):
     """Random Market-shaped features: identities with a centre, cameras 1-6, distractors and junk."""
@@ -92,6 +96,16 @@ def finished(tmp_path_factory):
     result = snakemake(project, "results/summary.csv")
     assert result.returncode == 0, result.stderr[-3000:]
     return project, result
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
+def pytest_collection_modifyitems(items):
+    """One pytest-xdist group per test file, so that a file's module fixtures are built once;
+    the files whose tests use the finished tiny run share one group, so that it is run once."""
+    uses_finished = {item.module.__name__ for item in items if "finished" in item.fixturenames}
+    for item in items:
+        name = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("finished" if name in uses_finished else name))
 
 
 def read_summary(project):
