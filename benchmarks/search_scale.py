@@ -16,14 +16,13 @@ Every index of a size is built in one process and queried in interleaved rounds,
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from reidquant.devices import available_cores, cpu_isa, cpu_model, resident_bytes
+from reidquant.devices import available_cores, cpu_isa, cpu_model, settled_resident_bytes
 from reidquant.jsonio import write_text
 from reidquant.matfile import load_features
 from reidquant.search import code_bytes, index_bytes, recalls, set_search_parameters
@@ -124,21 +123,20 @@ def main() -> None:
         exact = faiss.IndexFlatIP(gallery.shape[1])
         exact.add(gallery)
         _, truth = exact.search(queries, 10)
-        setups, rows = {}, {}
+        training = gallery[np.random.default_rng(1).choice(size, min(size, TRAIN_POINTS), replace=False)]
+        setups, rows, index = {}, {}, None
         for name in args.indexes:
             if name in SKIP_AT.get(size, ()):
                 rows[name] = None
                 continue
-            gc.collect()
-            before = resident_bytes()
-            training = gallery[np.random.default_rng(1).choice(size, min(size, TRAIN_POINTS), replace=False)]
+            before = settled_resident_bytes()
             start = time.perf_counter()
             index = faiss.index_factory(gallery.shape[1], name, faiss.METRIC_INNER_PRODUCT)
             if not index.is_trained:
                 index.train(training)
             index.add(gallery)
             build_s = time.perf_counter() - start
-            memory_mb = (resident_bytes() - before) / 1e6
+            memory_mb = (settled_resident_bytes() - before) / 1e6
             probed = "nprobe" in set_search_parameters(index, args.nprobe[0], args.ef_search, 10)
             for probes in args.nprobe if probed else args.nprobe[:1]:
                 label = f"{name} (nprobe {probes})" if probed else name
@@ -160,7 +158,7 @@ def main() -> None:
                          f"{row['build_s']:.1f} | {p50:.2f} ({p90:.2f}) | {batch_p50:.1f} | {row['recall']:.3f} | "
                          f"{row['one_recall']:.3f} |")
         print("\n".join(lines[-len(rows):]), flush=True)
-        del setups, gallery, exact
+        del setups, index, gallery, training, exact
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

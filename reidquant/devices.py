@@ -8,7 +8,9 @@ bfloat16, to run as a smaller machine would.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import gc
 import os
 import platform
 import re
@@ -154,3 +156,15 @@ def resident_bytes() -> int | None:
     except (OSError, IndexError, ValueError):
         return None
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def settled_resident_bytes() -> int | None:
+    """``resident_bytes`` after freed memory went back to the system: collected, and returned by
+    glibc's allocator where it is the one in use (without it, memory freed earlier is reused
+    unseen and a growth reads too small)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+    return resident_bytes()

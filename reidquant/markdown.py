@@ -222,21 +222,23 @@ def search_markdown(table: pd.DataFrame, not_run=()) -> str:
         lines += [f"### {variant} / {device}\n", *truncation,
                   "| index | bytes per image | mAP | mAP_delta [95% paired] | rank1_delta | recall@10 | 1-recall@10 | "
                   "1 query p50 (p90) ms | batch of "
-                  f"{int(rows['batch_queries'].iloc[0])} p50 ms | build s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"{int(rows['batch_queries'].iloc[0])} p50 ms | build s | memory MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, row in rows.iterrows():
             lines.append(
                 f"| {row['index']} | {row['bytes_per_image']:.0f} | {row['mAP'] * 100:.2f} | "
                 f"{_delta(row['mAP_delta'], row['mAP_delta_lo'], row['mAP_delta_hi'])} | "
                 f"{_delta(row['rank1_delta'], row['rank1_delta_lo'], row['rank1_delta_hi'])} | "
                 f"{row['recall_at_10']:.3f} | {row['one_recall_at_10']:.3f} | {row['latency_1_p50_ms']:.2f} "
-                f"({row['latency_1_p90_ms']:.2f}) | {row['latency_batch_p50_ms']:.2f} | {row['build_s']:.1f} |")
+                f"({row['latency_1_p90_ms']:.2f}) | {row['latency_batch_p50_ms']:.2f} | {row['build_s']:.1f} | "
+                f"{'' if pd.isna(row['memory_mb']) else format(row['memory_mb'], '.1f')} |")
         lines.append("")
     lines.append("mAP in %; mAP_delta and rank1_delta in points against exact search (Flat) on the same embeddings "
                  "returning as many images, [95% paired bootstrap interval over queries], starred where it excludes "
                  "zero. Images an index does not return rank after those it does, true matches last. recall@10: "
-                 "the share of exact search's top 10 in the index's top 10; 1-recall@10: the share of queries whose exact nearest neighbour is in the index's top 10. "
-                 "bytes per image: everything the index holds (codes, ids, graph, centroids) over the images.\n")
+                 "the share of exact search's top 10 in the index's top 10; 1-recall@10: the share of queries whose "
+                 "exact nearest neighbour is in the index's top 10. bytes per image: everything the index holds "
+                 "(codes, ids, graph, centroids) over the images; memory MB: the resident memory building it added.\n")
     if not_run:
         lines += ["Not searched:", ""] + [f"- {variant} / {device}: {reason}" for variant, device, reason in not_run]
     return "\n".join(lines) + "\n"

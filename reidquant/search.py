@@ -175,7 +175,7 @@ def search_gallery(features_path, distractors_path, indexes, k: int, nprobe: int
     import faiss
     from tqdm import tqdm
 
-    from reidquant.devices import available_cores
+    from reidquant.devices import available_cores, settled_resident_bytes
     from reidquant.matfile import load_features
     from reidquant.stats import bootstrap_interval
 
@@ -198,13 +198,16 @@ def search_gallery(features_path, distractors_path, indexes, k: int, nprobe: int
     exact_top = top(exact_scores)
     rows = []
     for factory in tqdm(indexes, desc="indexes", unit="index"):
+        before = settled_resident_bytes()
         index, build_s = build_index(factory, vectors, f"search index {factory}")
+        after = settled_resident_bytes()
         parameters = set_search_parameters(index, nprobe, ef_search, k)
         scores = rank_scores(index, queries, total, k)
         metrics = evaluate_scores(scores, *ids)
         overlap, nearest = recalls(top(scores), exact_top)
         row = {"index": factory, "bytes_per_image": index_bytes(index), "code_bytes": code_bytes(index),
-               "build_s": build_s, "parameters": parameters, "mAP": metrics["mAP"], "rank1": metrics["rank1"],
+               "build_s": build_s, "memory_mb": None if before is None else (after - before) / 1e6,
+               "parameters": parameters, "mAP": metrics["mAP"], "rank1": metrics["rank1"],
                "recall_at_10": overlap, "one_recall_at_10": nearest, "per_query": metrics["per_query"]}
         for metric, key in (("mAP", "ap"), ("rank1", "rank1")):
             difference = np.asarray(metrics["per_query"][key], float) - np.asarray(exact["per_query"][key], float)
@@ -220,7 +223,9 @@ def search_gallery(features_path, distractors_path, indexes, k: int, nprobe: int
                 continue
             set_search_parameters(smaller, nprobe, ef_search, k)
             row["latency"][str(size)] = latencies(smaller, queries)
+            del smaller
         rows.append(row)
+        del index  # before the next one's memory is measured
     return {"gallery_images": len(features["gallery_f"]), "distractors": len(distractors), "total_images": total,
             "queries": len(queries), "k": k, "threads": threads, "faiss": faiss.__version__,
             "exact": {**{key: exact[key] for key in ("mAP", "rank1", "num_valid_query")},

@@ -3,11 +3,13 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import dry_run_jobs, market_like, snakemake
+from reidquant.devices import settled_resident_bytes
 from reidquant.errors import ReidQuantError
 from reidquant.evaluate import evaluate
 from reidquant.search import build_index, evaluate_scores, rank_scores, recalls, search_gallery, top
@@ -80,6 +82,19 @@ def test_every_index_kind_is_built_scored_and_timed(features):
         timing = row["latency"][str(sizes[-1])]
         assert timing["1"]["p90_ms"] >= timing["1"]["p50_ms"] > 0 and timing["batch"]["queries"] == 32
     assert rows["IVF4,Flat"]["parameters"] == {"nprobe": 2} and rows["HNSW8"]["parameters"] == {"efSearch": 100}
+    # Flat holds every vector in float32: building it adds at least their bytes.
+    assert flat["memory_mb"] * 1e6 >= 4 * 32 * found["total_images"]
+    assert all(isinstance(row["memory_mb"], float) for row in rows.values())
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads Linux's /proc")
+def test_memory_freed_before_a_reading_is_not_counted():
+    before = settled_resident_bytes()
+    blocks = [np.ones(1024) for _ in range(8192)]  # 64 MiB in 8 KiB pieces of the allocator's heap
+    assert settled_resident_bytes() - before >= 60 * 2**20
+    last = blocks[-1]  # kept, so that the allocator cannot hand the rest back by itself
+    del blocks
+    assert settled_resident_bytes() - before < 8 * 2**20 and last.sum() == 1024
 
 
 @pytest.mark.parametrize("factory, message", [
@@ -111,6 +126,7 @@ def test_the_search_stage_embeds_distractors_in_shards(finished, tmp_path):
     assert record["source"] == "synthetic" and record["count"] == 40 and record["per_shard"] == [10, 10, 10, 10]
     text = (copy / "results/search/summary.md").read_text()
     assert "### fp32 / cpu" in text and "| SQfp16 |" in text and "40 synthetic distractors" in text
+    assert "| build s | memory MB |" in text
     if not shutil.which("nvidia-smi"):
         assert "- fp32 / cuda: no CUDA device (decided on node " in text
     header = (copy / "results/search/summary.csv").read_text().splitlines()[0].split(",")
