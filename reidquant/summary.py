@@ -67,9 +67,9 @@ def sensitivity_report(variants, csv_paths, markdown: Path, plot: Path) -> dict[
 SEARCH_COLUMNS = ["dataset", "weights", "variant", "device", "index", "distractor_source", "distractors",
                   "total_images", "bytes_per_image", "code_bytes", "mAP", "mAP_delta", "mAP_delta_lo", "mAP_delta_hi",
                   "rank1", "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "recall_at_10", "one_recall_at_10",
-                  "build_s", "memory_mb", "latency_1_p50_ms", "latency_1_p90_ms", "latency_batch_p50_ms", "latency_batch_p90_ms",
-                  "batch_queries", "k", "exact_mAP_all_images", "search_parameters", "threads", "cpu_model", "cpu_isa",
-                  "faiss"]
+                  "build_s", "memory_mb", "latency_1_p50_ms", "latency_1_p90_ms", "latency_batch_p50_ms",
+                  "latency_batch_p90_ms", "batch_queries", "k", "exact_mAP_all_images", "search_parameters", "threads",
+                  "cpu_model", "cpu_isa", "faiss"]
 
 
 def search_table(jobs, search_paths, dataset: str, weights: str) -> pd.DataFrame:
