@@ -1,12 +1,16 @@
 """reidquant as users install it: the wheel, in a fresh virtual environment, outside the clone.
 
 The environment takes its dependencies from the one running the tests (a fresh download of
-PyTorch would take minutes); the package itself comes from the wheel alone, which is checked.
+PyTorch would take minutes): a ``.pth`` file names the running environment's site-packages,
+which works whether the tests run in a virtual environment or not (``--system-site-packages``
+would see the base interpreter's, not a virtual environment's). The package itself comes from
+the wheel alone, which is checked.
 """
 
 import json
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -23,8 +27,12 @@ def installed(tmp_path_factory):
                             str(root / "dist"), str(ROOT)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (root / "dist").glob("reidquant-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(root / "venv")], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
+    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    running = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    (Path(inner) / "running_environment.pth").write_text("".join(f"{path}\n" for path in running))
     done = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
