@@ -86,5 +86,22 @@ def write_json(path, data) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def read_json(path) -> dict:
-    return json.loads(Path(path).read_text())
+def read_json(path, required=()) -> dict:
+    """A record the project wrote (a JSON object with the ``required`` keys); a missing,
+    damaged or mistyped one is one line naming the file, since a later step would otherwise
+    fail far from the cause."""
+    path = Path(path)
+    try:
+        found = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReidQuantError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ReidQuantError(f"{path}: not a readable JSON record ({error}); rerun the job that writes it") from None
+    if not isinstance(found, dict):
+        raise ReidQuantError(f"{path}: holds a JSON {type(found).__name__}, not the object the job writes; "
+                             f"rerun the job that writes it")
+    missing = [key for key in required if key not in found]
+    if missing:
+        raise ReidQuantError(f"{path}: has no {', '.join(missing)}; it was not written by this version's job "
+                             f"(rerun the job that writes it)")
+    return found

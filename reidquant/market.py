@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reidquant.errors import ReidQuantError
-from reidquant.jsonio import atomic_dir
+from reidquant.jsonio import atomic_dir, read_json
 
 RAW_NAME = "Market-1501-v15.09.15"
 RAW_FOLDERS = ("bounding_box_train", "bounding_box_test", "query", "gt_bbox")
@@ -131,7 +131,7 @@ def prepare(raw: Path, out: Path, require_full: bool = False) -> dict:
     raw, out = Path(raw), Path(out)
     marker = out / PREPARED_MARKER
     if marker.exists():
-        return json.loads(marker.read_text())
+        return read_json(marker)
     counts = check_raw(raw, require_full=require_full)
     summary = {"raw": str(raw), **counts}
     with atomic_dir(out) as staging:  # an existing folder without the marker is an interrupted attempt

@@ -21,7 +21,7 @@ def build_record(folder: Path) -> dict:
     if not path.is_file():
         raise ReidQuantError(f"{path}: not found; the folder was not written by this version's quantize "
                              f"(build it again)")
-    return read_json(path)
+    return read_json(path, required=("type", "cpu_model", "cpu_isa"))
 
 
 @contextlib.contextmanager
