@@ -78,7 +78,7 @@ def build(name, spec, embedder, opts, example, calibration, path) -> None:
     save_state(path, NAME, opts, model.state_dict())
 
 
-def load(path, spec, device, name):
+def load(path, spec, device, name, trust_compiled=False):
     import torch
 
     from reidquant.model import arch_of

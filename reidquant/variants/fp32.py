@@ -28,7 +28,7 @@ def build(name, spec, embedder, opts, example, calibration, path) -> None:
     save_state(path, NAME, opts, embedder.state_dict())
 
 
-def load(path, spec, device, name):
+def load(path, spec, device, name, trust_compiled=False):
     from reidquant.variants.torch_state import embedder, finish, read_state
 
     saved = read_state(path, NAME)

@@ -103,7 +103,7 @@ def build(name, spec, embedder, opts, example, calibration, path) -> None:
             )
 
 
-def load(path, spec, device, name):
+def load(path, spec, device, name, trust_compiled=False):
     import onnxruntime as ort
     import torch
 

@@ -330,7 +330,7 @@ def _validation(selection):
     return validate, nncf.Dataset(list(range(len(images))), lambda i: images[i:i + 1].numpy())
 
 
-def load(path, spec, device, name):
+def load(path, spec, device, name, trust_compiled=False):
     import openvino as ov
     import torch
 

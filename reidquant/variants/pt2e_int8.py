@@ -20,7 +20,7 @@ from pathlib import Path
 
 from reidquant.devices import cpu_has_bf16
 from reidquant.errors import ReidQuantError
-from reidquant.safeload import check_compiled_package, check_export_archive
+from reidquant.safeload import check_compiled_package, check_export_archive, record_built_here
 from reidquant.variants.base import build_record, guarded, stage
 
 NAME = "pt2e_int8"
@@ -396,7 +396,7 @@ def is_export_archive(path: Path) -> bool:
         return any(name.endswith("/archive_format") for name in archive.namelist())
 
 
-def load(path, spec, device, name):
+def load(path, spec, device, name, trust_compiled=False):
     if not is_export_archive(path):
         raise ReidQuantError(f"{path}: not a pt2e_int8 artifact (a torch.export program written by quantize)")
     check_export_archive(path)
@@ -413,7 +413,7 @@ def load(path, spec, device, name):
         record = build_record(Path(path).parent)
         unusable = package_unusable(record)
         if unusable is None:
-            return Runner(compiled_package(name, Path(path).parent / PACKAGE, record["package_sha256"]),
+            return Runner(compiled_package(name, Path(path).parent / PACKAGE, record["package_sha256"], trust_compiled),
                           config={"runtime": "torch+aotinductor", "compiled_for": "a dynamic batch, by the build",
                                   "vec_isa": record["vec_isa"], "compiled_for_threads": record["compiled_for_threads"]})
         print(f"warning: variant {name}: {unusable}; compiling its portable program here instead", file=sys.stderr)
@@ -438,8 +438,6 @@ def compile_package(name: str, program, package: Path) -> dict:
     build runs on: Inductor writes a kernel's parallel loops only where it compiles for several
     threads (how many is the caller's choice at run time). One package for a dynamic batch
     runs as fast as one compiled for each batch size (docs/benchmarks.md)."""
-    import hashlib
-
     import torch
     from torch._inductor import aoti_compile_and_package
 
@@ -450,7 +448,7 @@ def compile_package(name: str, program, package: Path) -> dict:
     with stage(name, "ahead-of-time compilation (AOTInductor)"), torch.no_grad():
         aoti_compile_and_package(program, package_path=str(package), inductor_configs=options)
     return {"compile_s": time.perf_counter() - start, "package_bytes": package.stat().st_size,
-            "deploy": {"package": PACKAGE, "package_sha256": hashlib.sha256(package.read_bytes()).hexdigest(),
+            "deploy": {"package": PACKAGE, "package_sha256": record_built_here(package),
                        "vec_isa": vec_isa(), "compiled_for_threads": options["cpp.threads"]}}
 
 
@@ -475,14 +473,15 @@ def package_unusable(record: dict) -> str | None:
     return None
 
 
-def compiled_package(name: str, package: Path, sha256: str):
-    """The build's compiled package, loaded: checked to be the one the build recorded and to
-    hold nothing unpickled, then fed the contiguous batches it was compiled for (it reads
-    other strides as if they were those, and computes nonsense)."""
+def compiled_package(name: str, package: Path, sha256: str, trust_compiled: bool = False):
+    """The build's compiled package, loaded: checked to be the one the build recorded, to hold
+    nothing unpickled, and to have been compiled on this machine (or ``trust_compiled``), then
+    fed the contiguous batches it was compiled for (it reads other strides as if they were
+    those, and computes nonsense)."""
     import torch
     from torch._inductor import aoti_load_package
 
-    check_compiled_package(package, sha256)
+    check_compiled_package(package, sha256, trust_compiled)
     with stage(name, f"loading the compiled package {package}"):
         model = aoti_load_package(str(package))
 
