@@ -81,13 +81,21 @@ def _train(args) -> None:
     print(f"trained {summary['epochs']} epochs on {summary['images']} images in {summary['train_s']:.0f} s")
 
 
+def build_record_of(artifact, record: str | None) -> Path:
+    """The build's record of an artifact folder: ``--record``, else ``<folder>.quantize.json``
+    beside it, where ``quantize`` writes it by default (the workflow keeps it at
+    results/<variant>/quantize.json)."""
+    return Path(record) if record else Path(f"{Path(artifact)}.quantize.json")
+
+
 def _quantize(args) -> None:
     from reidquant.pipeline import quantize
 
     size = section("input", height=args.height, width=args.width)
     print(json.dumps(quantize(name=args.name, spec=variant_spec(args.spec), weights=Path(args.weights),
                               data_root=Path(args.data), out=Path(args.out), height=size["height"],
-                              width=size["width"], threads=args.threads)))
+                              width=size["width"], threads=args.threads,
+                              info_out=build_record_of(args.out, args.record))))
 
 
 def _extract(args) -> None:
@@ -100,10 +108,13 @@ def _extract(args) -> None:
                                    latency_rounds=args.latency_rounds), "threads": args.threads}
     reference = Path(args.reference_artifact) if args.reference_artifact else None
     timing = extract_features(name=Path(args.artifact).name, artifact=Path(args.artifact),
+                              record=build_record_of(args.artifact, args.record),
                               spec=variant_spec(args.spec), device=args.device, data_root=Path(args.data),
                               out=Path(args.out), timing_out=Path(args.timing),
                               settings=ExtractSettings.from_config(config), reference_artifact=reference,
-                              reference_spec=variant_spec(json.dumps({"type": REFERENCE})))
+                              reference_record=reference and build_record_of(reference, args.reference_record),
+                              reference_spec=variant_spec(json.dumps({"type": REFERENCE})),
+                              trust_compiled=args.trust_compiled)
     print(json.dumps(without_lists(timing)))
 
 
@@ -113,7 +124,8 @@ def _sensitivity(args) -> None:
 
     size = section("input", height=args.height, width=args.width)
     rows = layer_sensitivity(name=args.name, spec=variant_spec(args.spec), weights=Path(args.weights),
-                             data_root=Path(args.data), artifact=Path(args.artifact), out=Path(args.out),
+                             data_root=Path(args.data), artifact=Path(args.artifact),
+                             record=build_record_of(args.artifact, args.record), out=Path(args.out),
                              height=size["height"], width=size["width"], threads=args.threads)
     print(f"{len(rows)} layers measured, written to {args.out}; most sensitive: "
           + ", ".join(row["layer"] for row in most_sensitive(rows, 5)))
@@ -124,6 +136,10 @@ def _fetch(args) -> None:
 
     download(args.url, Path(args.out), sha256=args.sha256)
     print(args.out)
+
+
+RECORD_HELP = ("the build's record, with the sha256 of every artifact file (default: <artifact folder>.quantize.json; "
+               "the workflow's: results/<variant>/quantize.json)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -173,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="checkpoint folder (net_last.pth + opts.yaml)")
     p.add_argument("--data", required=True, help="prepared dataset folder (calibration uses train/)")
     p.add_argument("--out", required=True, help="folder for the artifact (model.pt, model.xml + .bin, ...)")
+    p.add_argument("--record", help=RECORD_HELP)
     p.set_defaults(run=_quantize)
 
     p = commands.add_parser("sensitivity", parents=[sizes], help="per-layer sensitivity of a built int8 artifact")
@@ -182,6 +199,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared dataset folder (val/ is measured on)")
     p.add_argument("--artifact", required=True, help="the folder quantize wrote")
     p.add_argument("--out", required=True, help="the csv to write")
+    p.add_argument("--record", help=RECORD_HELP)
     p.set_defaults(run=_sensitivity)
 
     p = commands.add_parser("extract", parents=[sizes], help="query/gallery features of one variant on one device")
@@ -198,6 +216,10 @@ def parser() -> argparse.ArgumentParser:
                    help="batch sizes whose per-call latency is timed (default: the config schema's)")
     p.add_argument("--latency-rounds", type=at_least(1), help="timed calls per latency batch size")
     p.add_argument("--reference-artifact", help="the fp32 artifact folder, timed side by side for the speedup")
+    p.add_argument("--record", help=RECORD_HELP)
+    p.add_argument("--reference-record", help="the fp32 build's record (default: <its folder>.quantize.json)")
+    p.add_argument("--trust-compiled", action="store_true",
+                   help="load a compiled program (native code) that no build on this machine made")
     p.set_defaults(run=_extract)
 
     p = commands.add_parser("fetch", help="download a file with an optional sha256 check")

@@ -8,6 +8,8 @@ bfloat16, to run as a smaller machine would.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import functools
 import gc
@@ -36,13 +38,45 @@ def parse_cpuinfo(text: str) -> dict[str, str]:
     return entries
 
 
+# The node a process reasons about: this one, or (``as_node``) one whose identity a job
+# recorded, so that the summary derives a row's labels as that job's node did.
+_NODE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("reidquant_node", default=None)
+# The entries of /proc/cpuinfo that the CPU's labels (model, int8 instructions, bfloat16) derive from.
+IDENTITY_KEYS = ("vendor_id", "model name", "cpu family", "model", "flags", "Features", "CPU implementer",
+                 "CPU part")
+
+
 @functools.cache
-def cpuinfo() -> dict[str, str]:
-    """The first processor's entries of ``/proc/cpuinfo`` (empty where there is none)."""
+def _this_cpuinfo() -> dict[str, str]:
     try:
         return parse_cpuinfo(Path("/proc/cpuinfo").read_text())
     except OSError:
         return {}
+
+
+def cpuinfo() -> dict[str, str]:
+    """The first processor's entries of ``/proc/cpuinfo`` (empty where there is none)."""
+    assumed = _NODE.get()
+    return dict(assumed["cpuinfo"]) if assumed is not None else _this_cpuinfo()
+
+
+def cpu_identity() -> dict:
+    """What this node's CPU labels derive from: its cpuinfo identity and what it hides."""
+    info = cpuinfo()
+    return {"cpuinfo": {key: info[key] for key in IDENTITY_KEYS if key in info}, "hidden": sorted(hidden())}
+
+
+@contextlib.contextmanager
+def as_node(identity: dict):
+    """Answer as the node of ``identity`` (``cpu_identity`` recorded there) would."""
+    if not (isinstance(identity, dict) and isinstance(identity.get("cpuinfo"), dict)
+            and isinstance(identity.get("hidden"), list)):
+        raise ReidQuantError("the recorded CPU identity is not one cpu_identity() writes")
+    token = _NODE.set(identity)
+    try:
+        yield
+    finally:
+        _NODE.reset(token)
 
 
 def cpu_flags(info: dict[str, str] | None = None) -> frozenset[str]:
@@ -109,6 +143,9 @@ HIDEABLE = ("cuda", "bf16")
 
 def hidden() -> frozenset[str]:
     """What ``REIDQUANT_HIDE_HARDWARE`` (a comma-separated list of cuda, bf16) hides."""
+    assumed = _NODE.get()
+    if assumed is not None:
+        return frozenset(assumed["hidden"])
     named = frozenset(word.strip() for word in os.environ.get(HIDE_ENV, "").split(",") if word.strip())
     unknown = sorted(named - set(HIDEABLE))
     if unknown:

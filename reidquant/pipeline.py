@@ -13,8 +13,8 @@ import torch
 
 from reidquant.configcheck import check_input_size
 from reidquant.data import load_batch
-from reidquant.devices import cpu_isa, cpu_model, node, resident_bytes, set_threads
-from reidquant.errors import ReidQuantError
+from reidquant.devices import cpu_identity, cpu_isa, cpu_model, node, resident_bytes, set_threads
+from reidquant.errors import ReidQuantError, cause
 from reidquant.features import extract, extract_dataset, latency, model_throughput, timing_images
 from reidquant.jsonio import atomic_path, write_json
 from reidquant.market import list_prepared, spread
@@ -34,6 +34,7 @@ from reidquant.variants import (
     measure_sensitivity,
     needs_ranking,
     unsupported_reason,
+    verify_artifact,
 )
 
 CALIBRATION_BATCH = 32
@@ -86,7 +87,7 @@ def calibration_batches(paths, height: int, width: int, batch_size: int = CALIBR
 
 def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, height: int, width: int,
              threads: int | None = None, info_out: Path | None = None, weights_label: str | None = None,
-             dataset_label: str | None = None, ranking: Path | None = None, ms=(1,)) -> dict:
+             dataset_label: str | None = None, ranking: Path | None = None, ms=(1,), invalidates=()) -> dict:
     """Build variant ``name`` from a checkpoint folder into the folder ``out``; returns what
     the summary needs of it (also written to ``info_out``, when given).
 
@@ -94,8 +95,12 @@ def quantize(name: str, spec: dict, weights: Path, data_root: Path, out: Path, h
     default the folders) are recorded with it, so the table labels a row by what it was built from.
     ``ranking``: the ``sensitivity.csv`` of its fully int8 build, for a variant that chooses
     layers by it; ``ms``: the extraction's scales, which a budget is judged with.
+    ``invalidates``: files made from a previous build (its extractions, the table), deleted
+    before building, so that an interrupted build leaves nothing that looks up to date.
     """
     check_input_size(height, width, ms, field="input size")
+    for stale in invalidates:
+        Path(stale).unlink(missing_ok=True)
     set_threads(threads)
     net, opts = load_checkpoint(weights)
     embedder = Embedder(net).eval()
@@ -131,13 +136,14 @@ def calibration(spec: dict, data_root: Path, height: int, width: int) -> tuple[l
     return calibration_batches(paths, height, width, min(CALIBRATION_BATCH, len(paths))), len(paths)
 
 
-def layer_sensitivity(name: str, spec: dict, weights: Path, data_root: Path, artifact: Path, out: Path,
-                      height: int, width: int, threads: int | None = None) -> list[dict]:
+def layer_sensitivity(name: str, spec: dict, weights: Path, data_root: Path, artifact: Path, record: Path,
+                      out: Path, height: int, width: int, threads: int | None = None) -> list[dict]:
     """Per quantized layer of variant ``name``'s artifact (the folder quantize wrote from the
-    checkpoint folder ``weights``), what it costs on the prepared layout's ``val`` images
-    (``reidquant.sensitivity``), into the csv ``out``."""
+    checkpoint folder ``weights``, as its build ``record`` says), what it costs on the prepared
+    layout's ``val`` images (``reidquant.sensitivity``), into the csv ``out``."""
     set_threads(threads)
     artifact_path(artifact, spec)
+    verify_artifact(artifact, record)
     net, opts = load_checkpoint(weights)
     embedder = Embedder(net).eval()
     batches, _ = calibration(spec, data_root, height, width)
@@ -147,7 +153,8 @@ def layer_sensitivity(name: str, spec: dict, weights: Path, data_root: Path, art
     return rows
 
 
-def cold_start(artifact: Path, spec: dict, device: str, name: str, image: torch.Tensor, warmup: int) -> tuple:
+def cold_start(artifact: Path, spec: dict, device: str, name: str, image: torch.Tensor, warmup: int,
+               trust_compiled: bool = False) -> tuple:
     """Load variant ``name`` as a freshly started service would, and embed one image.
 
     Returns the runner and what that cost: ``first_embedding_s`` from the start of loading to
@@ -160,7 +167,7 @@ def cold_start(artifact: Path, spec: dict, device: str, name: str, image: torch.
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    runner = load_runner(artifact, spec, device, name)
+    runner = load_runner(artifact, spec, device, name, trust_compiled)
     loaded = time.perf_counter()
     single = runner.for_latency()
     with torch.inference_mode():
@@ -178,12 +185,25 @@ def cold_start(artifact: Path, spec: dict, device: str, name: str, image: torch.
     return runner, profile
 
 
-def extract_features(name: str, artifact: Path, spec: dict, device: str, data_root: Path, out: Path,
+def not_run_record(name: str, device: str, reason: str) -> dict:
+    """What a job records where its node cannot run variant ``name`` on ``device``, said once."""
+    record = {"reason": reason, "node": node(), "device": device, "cpu_model": cpu_model(), "cpu_isa": cpu_isa()}
+    print(f"variant {name} does not run on {device} here: {reason} (node {record['node']})", file=sys.stderr)
+    return record
+
+
+def extract_features(name: str, artifact: Path, record: Path, spec: dict, device: str, data_root: Path, out: Path,
                      timing_out: Path, settings: ExtractSettings, reference_artifact: Path | None = None,
-                     reference_spec: dict | None = None, dataset_label: str | None = None,
-                     record_not_run: bool = False) -> dict:
+                     reference_record: Path | None = None, reference_spec: dict | None = None,
+                     dataset_label: str | None = None, record_not_run: bool = False,
+                     trust_compiled: bool = False) -> dict:
     """Features of variant ``name`` on ``device`` into ``out`` (.mat), its timing into ``timing_out``
     (which records ``dataset_label``, by default the data folder, as the images it ran on).
+
+    ``record`` is the build's record outside the artifact folder (quantize.json; for the fp32
+    reference ``reference_record``): every file is checked against the sha256 it holds before
+    anything is loaded. A compiled program built on another machine loads only with
+    ``trust_compiled``.
 
     In this order, so that no figure carries another's cost: the variant's cold start (before
     any other model is in the process), then, with ``reference_artifact`` (the fp32 variant)
@@ -201,16 +221,17 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
     if missing and not record_not_run:
         raise ReidQuantError(f"variant {name} cannot run on {device} on this machine: {missing}")
     if missing:
-        record = {"reason": missing, "node": node(), "device": device, "cpu_model": cpu_model(),
-                  "cpu_isa": cpu_isa()}
-        print(f"variant {name} does not run on {device} here: {missing} (node {record['node']})", file=sys.stderr)
-        save_mat(out, {"not_run": json.dumps(record)})
-        write_json(timing_out, {"not_run": record, "dataset": dataset_label or str(data_root)})
-        return {"not_run": record}
+        not_run = not_run_record(name, device, missing)
+        save_mat(out, {"not_run": json.dumps(not_run)})
+        write_json(timing_out, {"not_run": not_run, "dataset": dataset_label or str(data_root)})
+        return {"not_run": not_run}
     s = settings
     check_input_size(s.height, s.width, s.ms)
     threads = set_threads(s.threads)
     artifact_path(artifact, spec)  # a missing artifact is said before any image is read
+    files = verify_artifact(artifact, record)["files_sha256"]
+    if reference_artifact is not None:
+        verify_artifact(reference_artifact, reference_record)
     spec, built = deployed_spec(artifact, spec), build_record(artifact)
     if device == "cpu" and built["cpu_isa"] != cpu_isa():
         print(f"warning: variant {name} was built on a CPU with {built['cpu_isa']} int8 instructions "
@@ -218,12 +239,13 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
               f"was chosen for the other", file=sys.stderr)
     images, copies = timing_images(Path(data_root), s.height, s.width, {1, s.batch_size, *s.latency_batches})
     phases = {}
-    runner, profile = cold_start(artifact, spec, device, name, images[1], s.warmup)
+    runner, profile = cold_start(artifact, spec, device, name, images[1], s.warmup, trust_compiled)
     phases["cold_start"] = profile["first_embedding_s"]
     if copies:  # said once the artifact has loaded, so that a refused one prints its error alone
         print(f"note: the gallery has {max(images) - copies} images; the timing batch of {max(images)} is filled "
               f"with {copies} copies of the last one", file=sys.stderr)
-    reference = None if reference_artifact is None else load_runner(reference_artifact, reference_spec, device)
+    reference = None if reference_artifact is None else load_runner(reference_artifact, reference_spec, device,
+                                                                     trust_compiled=trust_compiled)
     start = time.perf_counter()
     timing = model_throughput(runner, images[s.batch_size], s.warmup, s.repeats, reference)
     phases["throughput"] = time.perf_counter() - start
@@ -249,11 +271,15 @@ def extract_features(name: str, artifact: Path, spec: dict, device: str, data_ro
         "threads": threads,
         "torch": torch.__version__,
         **labels(spec),
+        # where this node could not run what the build compiled and compiled it here instead
+        "runtime_fallback": runner.runtime if runner.runtime not in (None, labels(spec)["runtime"]) else None,
         **({"runtime": runner.runtime} if runner.runtime else {}),
         "runtime_config": runner.describe(),
         "latency_runtime_config": runner.for_latency().describe(),
         "phase_s": phases,
         "timing_copies": copies,  # copies of the last gallery image filling the largest timing batch
+        "files_sha256": files,  # what was measured: the summary checks it against the build's record
+        "cpu_identity": cpu_identity(),
     })
     save_mat(out, mat)
     write_json(timing_out, timing)
@@ -280,20 +306,21 @@ def shard_of(paths: list, item: str) -> list:
     return list(np.array_split(np.array(paths, dtype=object), count)[index - 1])
 
 
-def embed_distractors(name: str, artifact: Path, spec: dict, device: str, folder: Path, count: int, shard: str,
-                      out: Path, settings: ExtractSettings) -> int:
-    """One shard of the distractor images embedded by variant ``name``, as the extraction
-    embeds the gallery (flip, scales), into ``out`` (.npy); untimed. Returns its size."""
+def embed_distractors(name: str, artifact: Path, record: Path, spec: dict, device: str, folder: Path, count: int,
+                      shard: str, out: Path, settings: ExtractSettings, trust_compiled: bool = False) -> int:
+    """One shard of the distractor images embedded by variant ``name`` (its artifact checked
+    against its build ``record``), as the extraction embeds the gallery (flip, scales), into
+    ``out`` (.npy); untimed. Returns its size."""
     threads = set_threads(settings.threads)
     paths = shard_of(distractor_paths(folder, count), shard)
     missing = hardware_reason(spec, device)
     if missing:  # as the extraction records it: this node cannot run the variant there
-        record = {"reason": missing, "node": node(), "device": device, "cpu_model": cpu_model(), "cpu_isa": cpu_isa()}
-        print(f"variant {name} does not run on {device} here: {missing} (node {record['node']})", file=sys.stderr)
+        not_run = not_run_record(name, device, missing)
         with atomic_path(Path(out)) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, np.array(json.dumps({"not_run": record})), allow_pickle=False)
+            np.save(handle, np.array(json.dumps({"not_run": not_run})), allow_pickle=False)
         return 0
-    runner = load_runner(artifact, spec, device, name)
+    verify_artifact(artifact, record)
+    runner = load_runner(artifact, spec, device, name, trust_compiled)
     print(f"variant {name}: distractor shard {shard}: {len(paths)} images on {threads} thread(s)", file=sys.stderr)
     embeddings = extract(runner, paths, settings.height, settings.width, settings.batch_size, settings.workers,
                          settings.ms, desc=f"distractors {shard}") if paths else np.zeros((0, 0), np.float32)
@@ -302,23 +329,62 @@ def embed_distractors(name: str, artifact: Path, spec: dict, device: str, folder
     return len(paths)
 
 
-def gather_distractors(shards: list[Path], out: Path, record_out: Path, source: str, count: int) -> dict:
-    """The shards' embeddings in order, into ``out`` (.npy); what went into it into ``record_out``."""
-    parts = [np.load(path, allow_pickle=False) for path in shards]
-    recorded = [json.loads(str(part)) for part in parts if part.dtype.kind == "U"]
+def gather_distractors(shards: list[Path], out: Path, record_out: Path, source: str, count: int,
+                       invalidates=()) -> dict:
+    """The shards' embeddings in order, into ``out`` (.npy); what went into it into ``record_out``.
+    Each shard is checked first (``read_shard``). ``invalidates``: files made from a previous
+    gather (its search, the search table), deleted first, so that a broken shard found here
+    leaves nothing that looks up to date."""
+    for stale in invalidates:
+        Path(stale).unlink(missing_ok=True)
+    sizes = [len(part) for part in np.array_split(np.arange(count), len(shards))]
+    parts = [read_shard(path, size) for path, size in zip(shards, sizes)]
+    recorded = [part for part in parts if isinstance(part, dict)]
     if recorded:  # a node that could not run the variant: its record goes on
         with atomic_path(Path(out)) as tmp, open(tmp, "wb") as handle:
             np.save(handle, np.zeros((0, 0), np.float32), allow_pickle=False)
         write_json(record_out, recorded[0])
         return recorded[0]
-    width = max(part.shape[1] for part in parts if part.size)
+    widths = [part.shape[1] for part in parts if len(part)]
+    width = max(set(widths), key=widths.count) if widths else 0
+    for path, part in zip(shards, parts):
+        if len(part) and part.shape[1] != width:
+            broken_shard(path, f"holds {part.shape[1]}-d embeddings, the other shards {width}-d")
     embeddings = np.concatenate([part.reshape(-1, width) for part in parts]).astype(np.float32)
-    if len(embeddings) != count:
-        raise ReidQuantError(f"{shards[0].parent}: the shards hold {len(embeddings)} embeddings, not the {count} "
-                             f"distractors asked for (a shard of another run?); rerun them")
     with atomic_path(Path(out)) as tmp, open(tmp, "wb") as handle:
         np.save(handle, embeddings, allow_pickle=False)
     record = {"source": source, "count": count, "shards": [str(path) for path in shards],
-              "per_shard": [len(part.reshape(-1, width)) for part in parts]}
+              "per_shard": [len(part) for part in parts]}
     write_json(record_out, record)
     return record
+
+
+def broken_shard(path: Path, problem: str):
+    """Remove a broken shard, so that the next run embeds it again, and say so in one line."""
+    Path(path).unlink(missing_ok=True)
+    raise ReidQuantError(f"{path}: {problem}; removed it, so that the next run embeds that shard again")
+
+
+def read_shard(path: Path, size: int):
+    """One distractor shard: ``size`` finite float32 embeddings (rows), or the record of a node
+    that could not run the variant. A shard that is anything else is removed (``broken_shard``)."""
+    try:
+        part = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        broken_shard(path, f"not a readable shard ({cause(error)})")
+    if part.dtype.kind == "U" and part.ndim == 0:
+        try:
+            found = json.loads(str(part))
+        except json.JSONDecodeError:
+            found = None
+        if isinstance(found, dict) and isinstance(found.get("not_run"), dict):
+            return found
+        broken_shard(path, "holds text that is not a not-run record")
+    if size == 0 and part.size == 0:
+        return part.reshape(0, 0).astype(np.float32)
+    if part.dtype != np.float32 or part.ndim != 2 or len(part) != size or part.shape[1] == 0:
+        broken_shard(path, f"holds {part.dtype} of shape {part.shape}, not the {size} float32 embeddings "
+                           f"(rows) of its images")
+    if not np.isfinite(part).all():
+        broken_shard(path, "holds embeddings that are not finite")
+    return part

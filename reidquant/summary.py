@@ -21,8 +21,8 @@ SENSITIVITY_REPORT = Path("results/sensitivity.md")
 
 def summarize(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weights: str,
               csv_path: Path, md_path: Path, skipped=(), select: dict | None = None,
-              extra_markdown: str = "") -> pd.DataFrame:
-    table = rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset, weights, select)
+              extra_markdown: str = "", specs: dict | None = None, models=None) -> pd.DataFrame:
+    table = rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset, weights, select, specs, models)
     write_text(Path(csv_path), table.to_csv(index=False, float_format="%.6g"))
     skipped = [*skipped, *not_run(jobs, timing_paths)]
     text = markdown(table, skipped) + "\n" + what_to_ship(table, **(select or {})) + extra_markdown
@@ -42,11 +42,13 @@ def sensitivity_pointer(table: pd.DataFrame, report: Path = SENSITIVITY_REPORT) 
 
 
 def report(jobs, skipped, quantize, timing, metrics, dataset: str, weights: str, outputs,
-           select: dict | None = None) -> pd.DataFrame:
+           select: dict | None = None, specs: dict | None = None, models=None) -> pd.DataFrame:
     """The summary table (csv and markdown) and its plots, at the paths in ``outputs``
-    (``csv``, ``markdown``, ``accuracy``, ``size``, ``fidelity``, ``latency``)."""
+    (``csv``, ``markdown``, ``accuracy``, ``size``, ``fidelity``, ``latency``); each row checked
+    against its variant's spec in ``specs`` and its artifact in ``models`` (``table.rows``)."""
     table = summarize(jobs, quantize, timing, metrics, dataset, weights, Path(outputs.csv), Path(outputs.markdown),
-                      skipped=skipped, select=select, extra_markdown=budget_markdown(quantize))
+                      skipped=skipped, select=select, extra_markdown=budget_markdown(quantize), specs=specs,
+                      models=models)
     pointer = sensitivity_pointer(table)
     if pointer:
         write_text(Path(outputs.markdown), Path(outputs.markdown).read_text() + pointer)

@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 
 from reidquant.configcheck import REFERENCE
+from reidquant.devices import as_node, cpu_isa, cpu_model
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import read_json
 from reidquant.stats import bootstrap_interval
+from reidquant.variants import as_built, labels, verify_artifact
 
 COLUMNS = ["dataset", "weights", "variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s",
            "extract_img_per_s", "speedup", "rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP",
@@ -28,7 +30,7 @@ DEPLOYMENT = ["first_embedding_s", "mem_mb"]
 EXTRA = ["arch", "type", "speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
          "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "top10_overlap", "compile_s", "build_compile_s", "quantize_s",
          "calibration_images", "float_layers", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes",
-         "batch_size", "timing_copies", "load_s", "cuda_mem_mb", "within_budget", "pareto"]
+         "batch_size", "timing_copies", "timed_rounds", "load_s", "cuda_mem_mb", "within_budget", "pareto"]
 SPEEDUPS = ("speedup", "speedup_lo", "speedup_hi")
 
 
@@ -70,12 +72,54 @@ def check_provenance(record: dict, path, key: str, expected: str) -> None:
                              f"its row would be mislabelled (rerun that job, e.g. with --forcerun)")
 
 
+def check_labels(t: dict, q: dict, spec: dict, device: str, t_path, q_path) -> None:
+    """A row's labels are what its spec, its build and the CPU its job recorded give, and its
+    figures were measured on the artifact its build recorded; anything else in the extraction's
+    record ``t`` (at ``t_path``) is one line: numbers never appear under a label they did not
+    come from."""
+    rerun = "it was edited or comes from another run (rerun that job, e.g. with --forcerun)"
+    for record, path in ((t, t_path), (q, q_path)):
+        if "files_sha256" not in record or (record is t and "cpu_identity" not in t):
+            raise ReidQuantError(f"{path}: written by an older reidquant (no artifact sha256s or CPU identity); "
+                                 f"rerun that job")
+    if t["files_sha256"] != q["files_sha256"]:
+        raise ReidQuantError(f"{t_path}: measured another artifact than the one {q_path} records; {rerun}")
+    built = as_built(spec, q, q_path)
+    try:
+        with as_node(t["cpu_identity"]):
+            expected = {"cpu_model": cpu_model(), "cpu_isa": cpu_isa(), **labels(built)}
+    except ReidQuantError as error:  # an identity that is not one
+        raise ReidQuantError(f"{t_path}: {error}; {rerun}") from None
+    if device == "cpu":
+        expected["device_name"] = expected["cpu_model"]
+    expected.update(build_cpu_model=q["cpu_model"], build_cpu_isa=q["cpu_isa"],
+                    saturation_guard=q.get("saturation_guard"))
+    # A compiled program its node could not run was compiled there instead: the runner says so.
+    fallback = t.get("runtime_fallback")
+    if fallback and t["runtime"] == fallback and fallback in FALLBACK_RUNTIMES.get(expected["runtime"], ()):
+        expected["runtime"] = fallback
+    for key, value in expected.items():
+        if t.get(key) != value:
+            raise ReidQuantError(f"{t_path}: {key} {t.get(key)!r} is not what its spec, its build ({q_path}) and "
+                                 f"its recorded CPU give ({value!r}); {rerun}")
+
+
+# The runtime a row falls back to where its node cannot run what its build compiled.
+FALLBACK_RUNTIMES = {"torch+aotinductor": ("torch+inductor",)}
+
+
 def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weights: str,
-         select: dict | None = None) -> pd.DataFrame:
+         select: dict | None = None, specs: dict | None = None, model_paths=None) -> pd.DataFrame:
     """The table: one row per job, with the ``select`` budget (``min_cos``, ``max_mAP_drop``)
-    marked in ``within_budget`` and the latency/accuracy Pareto front in ``pareto``."""
+    marked in ``within_budget`` and the latency/accuracy Pareto front in ``pareto``.
+
+    With ``specs`` (variant -> spec), each row's labels are checked against them, its build and
+    its CPU (``check_labels``); with ``model_paths`` (one per job), each artifact against the
+    sha256s its build recorded."""
     records, per_query, batches = [], {}, set()
-    for (variant, device), q_path, t_path, m_path in zip(jobs, quantize_paths, timing_paths, metrics_paths):
+    models = model_paths if model_paths is not None else [None] * len(jobs)
+    for (variant, device), q_path, t_path, m_path, model in zip(jobs, quantize_paths, timing_paths, metrics_paths,
+                                                                 models):
         q, t, m = read_json(q_path), read_json(t_path), read_json(m_path)
         check_provenance(q, q_path, "weights", weights)
         check_provenance(q, q_path, "dataset", dataset)
@@ -85,6 +129,10 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
         if "latency" not in t or "cpu_isa" not in t:
             raise ReidQuantError(f"{t_path}: written by an older reidquant (no latency timings or CPU "
                                  f"instruction set); rerun that job")
+        if model is not None:
+            verify_artifact(model, q_path)
+        if specs is not None:
+            check_labels(t, q, specs[variant], device, t_path, q_path)
         batches.add(tuple(sorted(map(int, t["latency"]))))
         per_query[(variant, device)] = ({k: np.asarray(v, dtype=np.float64) for k, v in m["per_query"].items()},
                                         m_path)
@@ -94,6 +142,8 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
             "arch": q["arch"], "type": q["type"], "precision": t["precision"], "runtime": t["runtime"], "size_mb": q["size_bytes"] / 1e6, "size_bytes": q["size_bytes"],
             "model_img_per_s": t["model_img_per_s"], "extract_img_per_s": t["extract_img_per_s"],
             "batch_size": t["batch_size"], "timing_copies": t.get("timing_copies", 0),
+            # the fewest timed rounds behind any of its speed figures
+            "timed_rounds": min([len(t["batch_s"]), *(len(calls["call_s"]) for calls in t["latency"].values())]),
             **{k: 1.0 if reference else t[k] for k in SPEEDUPS},
             **{k: m.get(k) for k in ("rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP", "cos_mean",
                                      "cos_min", "top1_agreement", "top10_overlap", "num_query",
@@ -137,11 +187,13 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
     return table[columns(sorted(next(iter(batches))), shapes)]
 
 
-def budget_misses(row, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> list[str]:
+def budget_misses(row, min_cos: float = 0.995, max_mAP_drop: float = 1.0, min_rounds: int = 5) -> list[str]:
     """What keeps a row out of the fidelity budget: a worst cosine to fp32 below ``min_cos``,
     an mAP more than ``max_mAP_drop`` points below fp32's (judged on the point estimate
-    ``mAP_delta``). Empty: within the budget."""
+    ``mAP_delta``), a speed timed in fewer than ``min_rounds`` rounds. Empty: within the budget."""
     misses = []
+    if row.get("timed_rounds", min_rounds) < min_rounds:
+        misses.append(f"timed in {row['timed_rounds']} rounds")
     if row["cos_min"] < min_cos:
         misses.append(f"cos_min {row['cos_min']:.4f}")
     if row["mAP_delta"] < -max_mAP_drop:
@@ -160,9 +212,10 @@ def not_run(jobs, timing_paths) -> list[tuple[str, str, str]]:
     return found
 
 
-def within_budget(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> pd.Series:
+def within_budget(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: float = 1.0,
+                  min_rounds: int = 5) -> pd.Series:
     """Rows that ``budget_misses`` finds nothing wrong with."""
-    return table.apply(lambda row: not budget_misses(row, min_cos, max_mAP_drop), axis=1).astype(bool)
+    return table.apply(lambda row: not budget_misses(row, min_cos, max_mAP_drop, min_rounds), axis=1).astype(bool)
 
 
 def pareto_front(table: pd.DataFrame) -> pd.Series:

@@ -10,7 +10,8 @@ module states everything about its type in one place:
 - optionally ``hardware_reason(spec, device)``: why it cannot run there on this machine (no
   native bfloat16, say): decided by the job on its node, never while planning;
 - ``precision(spec)`` and ``runtime(spec)``: the summary's labels for a row;
-- ``build(name, spec, embedder, opts, example, calibration, path)`` and ``load(path, spec, device, name)``;
+- ``build(name, spec, embedder, opts, example, calibration, path)`` and ``load(path, spec, device, name,
+  trust_compiled)`` (``trust_compiled``: a compiled program not built on this machine may load);
 - optionally ``resolve(spec, isa)``: its int8 saturation guard decided for the building CPU;
 - optionally ``measures_sensitivity(spec)`` and ``sensitivity(name, spec, folder, embedder,
   opts, calibration, validation)``: per-layer sensitivity of a built artifact;
@@ -33,7 +34,8 @@ from types import ModuleType
 
 from reidquant.devices import cpu_isa, cpu_model, device_available
 from reidquant.errors import ReidQuantError
-from reidquant.jsonio import atomic_dir, write_json
+from reidquant.jsonio import atomic_dir, read_json, write_json
+from reidquant.safeload import sha256_of
 from reidquant.variants.base import BUILD_RECORD, build_record
 from reidquant.variants import dynamic_fp16, eager_int8, fp32, half, onnxruntime, openvino, pt2e_int8
 
@@ -149,22 +151,64 @@ def build_artifact(name: str, spec: dict, embedder, opts: dict, example, calibra
         record.update(found.pop("deploy", {}))
         size = (staging / kind.WEIGHTS).stat().st_size
         write_json(staging / BUILD_RECORD, record)
-    return {**record, "size_bytes": size, "quantize_s": time.perf_counter() - start, **found}
+        digests = folder_sha256(staging)
+    return {**record, "size_bytes": size, "quantize_s": time.perf_counter() - start, "files_sha256": digests,
+            **found}
+
+
+# What Snakemake writes into a folder it made as a job's output; no loader reads it.
+SNAKEMAKE_MARKER = ".snakemake_timestamp"
+
+
+def folder_sha256(folder: Path) -> dict[str, str]:
+    """The sha256 of every file in an artifact folder, by its path inside it."""
+    folder = Path(folder)
+    return {path.relative_to(folder).as_posix(): sha256_of(path) for path in sorted(folder.rglob("*"))
+            if (path.is_file() or path.is_symlink()) and path.relative_to(folder).as_posix() != SNAKEMAKE_MARKER}
+
+
+def verify_artifact(folder: Path, record_path: Path) -> dict:
+    """Check that the artifact folder holds exactly the files its build recorded in
+    ``record_path`` (the build's record outside the folder: quantize.json), byte for byte;
+    the record. A file swapped, added or gone is one line saying how to rebuild it."""
+    folder, record_path = Path(folder), Path(record_path)
+    if not record_path.is_file():
+        raise ReidQuantError(f"{record_path}: not found: the build's record of {folder}, which holds the sha256 of "
+                             f"every file it wrote (give it with --record, or rebuild the artifact)")
+    record = read_json(record_path, required=("files_sha256",))
+    rebuild = (f"rebuild it (python -m reidquant quantize; in the workflow: snakemake --cores 4 results/summary.csv "
+               f"--forcerun {record_path})")
+    if not folder.is_dir():
+        raise ReidQuantError(f"{folder}: the artifact {record_path} records is gone; {rebuild}")
+    found, expected = folder_sha256(folder), record["files_sha256"]
+    for name in sorted(set(found) | set(expected)):
+        if name not in found:
+            raise ReidQuantError(f"{folder / name}: recorded by its build in {record_path} but gone; {rebuild}")
+        if name not in expected:
+            raise ReidQuantError(f"{folder / name}: not a file its build wrote (not in {record_path}); {rebuild}")
+        if found[name] != expected[name]:
+            raise ReidQuantError(f"{folder / name}: not the file its build recorded in {record_path} (sha256 "
+                                 f"{found[name][:12]}..., recorded {expected[name][:12]}...); {rebuild}")
+    return record
 
 
 def deployed_spec(folder: Path, spec: dict) -> dict:
     """``spec`` as the artifact in ``folder`` was built: its saturation guard as the build
     decided it. A spec naming another type, or another guard than the build used, is refused."""
-    record = build_record(folder)
-    if record["type"] != spec["type"]:
-        raise ReidQuantError(f"{Path(folder) / BUILD_RECORD}: holds a {record['type']} variant, but the spec says "
-                             f"type {spec['type']}")
+    return as_built(spec, build_record(folder), Path(folder) / BUILD_RECORD)
+
+
+def as_built(spec: dict, record: dict, where) -> dict:
+    """``spec`` with the saturation guard its build ``record`` (build.json or quantize.json, at
+    ``where``) says it used; a spec of another type or guard is one line."""
+    if record.get("type") != spec["type"]:
+        raise ReidQuantError(f"{where}: holds a {record.get('type')} variant, but the spec says type {spec['type']}")
     guard = record.get("saturation_guard")
     if not guard or guard["option"] not in spec:
         return spec
     option, used = guard["option"], guard["used"]
     if spec[option] not in ("auto", used):
-        raise ReidQuantError(f"{Path(folder) / BUILD_RECORD}: built with {option} {used!r}, but the spec says "
+        raise ReidQuantError(f"{where}: built with {option} {used!r}, but the spec says "
                              f"{spec[option]!r} (build it again with that setting)")
     return {**spec, option: used}
 
@@ -184,8 +228,9 @@ def artifact_path(folder: Path, spec: dict) -> Path:
     return path
 
 
-def load_runner(folder: Path, spec: dict, device: str, name: str = "variant"):
+def load_runner(folder: Path, spec: dict, device: str, name: str = "variant", trust_compiled: bool = False):
     """A variant's artifact, loaded (and compiled, where its runtime compiles) for ``device``,
-    as it was built (``deployed_spec``)."""
+    as it was built (``deployed_spec``). A compiled program built on another machine loads
+    only with ``trust_compiled``."""
     path = artifact_path(folder, spec)
-    return variant_type(spec).load(path, deployed_spec(folder, spec), device, name)
+    return variant_type(spec).load(path, deployed_spec(folder, spec), device, name, trust_compiled=trust_compiled)

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 from reidquant import sources
 from reidquant.architectures import DEFAULT_ARCH
 from reidquant.codedeps import library_files
+from reidquant.devices import HIDE_ENV
 from reidquant.configcheck import (
     REFERENCE,
     SCHEMA_PATH,
@@ -18,6 +19,7 @@ from reidquant.configcheck import (
 )
 from reidquant.errors import ReidQuantError
 from reidquant.market import RAW_NAME
+from reidquant.search import check_search_settings
 from reidquant.variants import (
     complete,
     measures_sensitivity,
@@ -52,7 +54,8 @@ try:
     WEIGHTS = sources.weights(config, DATASET.name)
     JOBS, SKIPPED = sources.jobs(config)
     DISTRACTORS = sources.distractors(config)
-    SEARCH_JOBS = sources.search_jobs(config, JOBS)
+    SEARCH_JOBS = sources.search_jobs(config, JOBS, SKIPPED)
+    check_search_settings(config["search"], sources.embedding_size(config, WEIGHTS))
     # Variants whose per-layer sensitivity results/sensitivity.md measures.
     SENSITIVITY = sorted(
         {v for v, _ in JOBS if measures_sensitivity(config["variants"][v])}
@@ -146,6 +149,48 @@ def reference_features(wildcards):
     if wildcards.variant == REFERENCE:
         return []
     return f"results/{REFERENCE}/{wildcards.device}/features.mat"
+
+
+def reference_build(wildcards):
+    """The fp32 build's record, which its artifact is checked against before it is timed."""
+    if wildcards.variant == REFERENCE:
+        return []
+    return f"results/{REFERENCE}/quantize.json"
+
+
+def downstream(wildcards):
+    """What a build invalidates when it starts: its variant's extractions and their scores, its
+    sensitivity, and the table. A build interrupted halfway then leaves nothing that looks up to
+    date, and the next run rebuilds it (Snakemake does not rebuild a missing intermediate
+    whose consumers are present)."""
+    v = wildcards.variant
+    files = [
+        f"results/{v}/{d}/{name}"
+        for d in config["devices"]
+        for name in ("features.mat", "timing.json", "metrics.json")
+    ]
+    return files + [
+        f"results/{v}/sensitivity.csv",
+        "results/summary.csv",
+        "results/summary.md",
+    ]
+
+
+def searched_downstream(wildcards):
+    """What a gather of distractor embeddings invalidates when it starts: the search of its
+    (variant, device) and the search table, so that a gather that finds a broken shard, or is
+    interrupted, leaves nothing that looks up to date and the next run embeds that shard again.
+    """
+    return [
+        f"results/{wildcards.variant}/{wildcards.device}/search.json",
+        "results/search/summary.csv",
+        "results/search/summary.md",
+    ]
+
+
+# Hardware a job's process is told to act without (REIDQUANT_HIDE_HARDWARE): a parameter of
+# every job that decides what its node can run, so that a change reruns them.
+HIDDEN_HARDWARE = os.environ.get(HIDE_ENV, "")
 
 
 def prepared_dataset(wildcards):

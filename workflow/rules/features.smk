@@ -1,7 +1,9 @@
 rule extract_features:
     input:
         model="results/{variant}/model",
+        build="results/{variant}/quantize.json",
         reference=reference_model,
+        reference_build=reference_build,
         data=str(DATASET.prepared),
         code=library("extract_features.py"),
     output:
@@ -20,5 +22,7 @@ rule extract_features:
         reference_spec=stable(config["variants"][REFERENCE]),
         settings=extract_settings(),
         dataset=DATASET.name,
+        hidden_hardware=HIDDEN_HARDWARE,
+        trust_compiled=config["trust_compiled"],
     script:
         "../scripts/extract_features.py"

@@ -27,5 +27,6 @@ rule quantize:
         dataset=DATASET.name,
         # A budget is judged on the embedding the extraction makes: its scales, where it has one.
         ms=budget_scales,
+        invalidates=downstream,
     script:
         "../scripts/quantize.py"

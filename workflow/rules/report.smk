@@ -3,6 +3,8 @@ rule summary:
         metrics=job_outputs("results/{variant}/{device}/metrics.json"),
         timing=job_outputs("results/{variant}/{device}/timing.json"),
         quantize=job_outputs("results/{variant}/quantize.json"),
+        # every row's artifact, checked against the sha256s its build recorded
+        models=job_outputs("results/{variant}/model"),
         code=library("summary.py"),
     output:
         csv=report(
@@ -45,5 +47,6 @@ rule summary:
         dataset=DATASET.name,
         weights=WEIGHTS.label,
         select=config["select"],
+        specs={v: stable(spec_of(v)) for v, _ in JOBS},
     script:
         "../scripts/summary.py"

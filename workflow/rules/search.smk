@@ -26,6 +26,7 @@ rule synthetic_distractors:
 rule distractor_shard:
     input:
         model="results/{variant}/model",
+        build="results/{variant}/quantize.json",
         images=str(DISTRACTORS.folder),
         code=library("distractor_shard.py"),
     output:
@@ -43,6 +44,8 @@ rule distractor_shard:
         settings=embedding_settings(),
         images=DISTRACTORS.count,
         source=DISTRACTORS.name,
+        hidden_hardware=HIDDEN_HARDWARE,
+        trust_compiled=config["trust_compiled"],
     script:
         "../scripts/distractor_shard.py"
 
@@ -63,6 +66,7 @@ rule distractor_gather:
     params:
         images=DISTRACTORS.count,
         source=DISTRACTORS.name,
+        invalidates=searched_downstream,
     script:
         "../scripts/distractor_gather.py"
 

@@ -7,6 +7,7 @@ rule sensitivity:
         weights=str(WEIGHTS.folder / "net_last.pth"),
         opts=str(WEIGHTS.folder / "opts.yaml"),
         model="results/{variant}/model",
+        build="results/{variant}/quantize.json",
         data=str(DATASET.prepared),
         code=library("sensitivity.py"),
     output:

@@ -8,4 +8,5 @@ from reidquant.pipeline import gather_distractors
 
 run_rule(snakemake.log[0], gather_distractors, shards=[Path(path) for path in snakemake.input.shards],
          out=Path(snakemake.output.embeddings), record_out=Path(snakemake.output.record),
-         source=snakemake.params.source, count=snakemake.params.images)
+         source=snakemake.params.source, count=snakemake.params.images,
+         invalidates=[Path(path) for path in snakemake.params.invalidates])

@@ -12,7 +12,8 @@ p, i = snakemake.params, snakemake.input
 settings = {**json.loads(p.settings), "benchmark": section_defaults("benchmark"), "threads": None}
 run_rule(
     snakemake.log[0], embed_distractors,
-    name=snakemake.wildcards.variant, artifact=Path(i.model), spec=json.loads(p.spec), device=snakemake.wildcards.device,
+    name=snakemake.wildcards.variant, artifact=Path(i.model), record=Path(i.build), spec=json.loads(p.spec),
+    device=snakemake.wildcards.device,
     folder=Path(i.images), count=p.images, shard=snakemake.wildcards.scatteritem, out=Path(snakemake.output[0]),
-    settings=ExtractSettings.from_config(settings, threads=snakemake.threads),
+    settings=ExtractSettings.from_config(settings, threads=snakemake.threads), trust_compiled=p.trust_compiled,
 )

@@ -13,5 +13,5 @@ run_rule(
     name=snakemake.wildcards.variant, spec=json.loads(p.spec), weights=Path(i.weights).parent,
     data_root=Path(i.data), out=Path(o.model), info_out=Path(o.info), height=p.height, width=p.width,
     threads=snakemake.threads, weights_label=p.weights, dataset_label=p.dataset,
-    ranking=Path(i.ranking) if i.ranking else None, ms=p.ms or (1,),
+    ranking=Path(i.ranking) if i.ranking else None, ms=p.ms or (1,), invalidates=[Path(f) for f in p.invalidates],
 )

@@ -11,6 +11,6 @@ p, i = snakemake.params, snakemake.input
 run_rule(
     snakemake.log[0], layer_sensitivity,
     name=snakemake.wildcards.variant, spec=json.loads(p.spec), weights=Path(i.weights).parent,
-    data_root=Path(i.data), artifact=Path(i.model), out=Path(snakemake.output[0]), height=p.height, width=p.width,
+    data_root=Path(i.data), artifact=Path(i.model), record=Path(i.build), out=Path(snakemake.output[0]), height=p.height, width=p.width,
     threads=p.threads or snakemake.threads,
 )

@@ -1,3 +1,4 @@
+import json
 import sys
 from pathlib import Path
 
@@ -12,4 +13,5 @@ run_rule(
     jobs=[tuple(job) for job in p.jobs], skipped=[tuple(row) for row in p.skipped],
     quantize=snakemake.input.quantize, timing=snakemake.input.timing, metrics=snakemake.input.metrics,
     dataset=p.dataset, weights=p.weights, outputs=snakemake.output, select=p.select,
+    specs={variant: json.loads(spec) for variant, spec in p.specs.items()}, models=snakemake.input.models,
 )
