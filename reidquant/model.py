@@ -16,13 +16,13 @@ import torch
 import yaml
 from torch import nn
 
-from reidquant.architectures import ARCHITECTURES, architecture, select
+from reidquant.architectures import ARCHITECTURES, DEFAULT_LINEAR_NUM, architecture, select
 from reidquant.errors import ReidQuantError
 from reidquant.jsonio import atomic_path, write_text
 from reidquant.safeload import load_tensors
 
 REQUIRED_OPTS = ("nclasses",)
-DEFAULT_OPTS = {"stride": 2, "linear_num": 512, "droprate": 0.5, "h": 256, "w": 128}
+DEFAULT_OPTS = {"stride": 2, "linear_num": DEFAULT_LINEAR_NUM, "droprate": 0.5, "h": 256, "w": 128}
 
 
 class Embedder(nn.Module):

@@ -31,15 +31,66 @@ LATENCY_BATCH = 32
 TOP = 10
 
 
-def check_factory(factory: str, where: str) -> None:
-    """The factory strings the schema accepts (``search.indexes``): flat codes (exact, scalar
-    or product quantized), optionally behind an inverted file or an HNSW graph, after OPQ."""
-    from reidquant.configcheck import schema_part
+# FAISS reads sizes into C ints: a larger setting overflows into nonsense instead of failing.
+INT32_MAX = 2**31 - 1
+_CODE = r"(?P<{p}code>Flat|SQfp16|SQbf16|SQ8|SQ6|SQ4|PQ(?P<{p}pq_m>[0-9]+)(?:x(?P<{p}pq_bits>[0-9]+))?(?P<{p}fs>fs)?)"
+# The code's groups appear once per place it may stand (behind IVF, behind HNSW, alone): i_, h_, f_.
+_FACTORY = re.compile(r"(?:OPQ(?P<opq_m>[0-9]+)(?:_(?P<opq_d>[0-9]+))?,)?"
+                      r"(?:IVF(?P<ivf>[0-9]+)," + _CODE.format(p="i_") + r"|HNSW(?P<hnsw>[0-9]+)(?:,"
+                      + _CODE.format(p="h_") + r")?|" + _CODE.format(p="f_") + ")")
+EXAMPLES = "e.g. Flat, SQfp16, SQ8, PQ64, IVF1024,PQ32, HNSW32"
 
-    pattern = schema_part("search")["properties"]["indexes"]["items"]["pattern"]
-    if not re.match(pattern, factory):
-        raise ReidQuantError(f"{where}: {factory!r} is not a FAISS factory string reidquant searches with (e.g. Flat, "
-                             f"SQfp16, SQ8, PQ64, IVF1024,PQ32, HNSW32)")
+
+def parse_factory(factory: str, where: str) -> dict:
+    """The parts of a factory string the search stage accepts (``search.indexes``): flat codes
+    (exact, scalar or product quantized), optionally behind an inverted file or an HNSW graph,
+    after OPQ; each size checked as FAISS needs it (positive, within a C int), so that FAISS
+    never meets one it aborts or divides by zero on."""
+    found = _FACTORY.fullmatch(factory) if isinstance(factory, str) else None
+    if not found:
+        raise ReidQuantError(f"{where}: {factory!r} is not a FAISS factory string reidquant searches with "
+                             f"({EXAMPLES})")
+    groups = {key.split("_", 1)[1] if key[:2] in ("i_", "h_", "f_") else key: value
+              for key, value in found.groupdict().items() if value is not None}
+    parts = {key: int(value) for key, value in groups.items() if key not in ("code", "fs")}
+    parts.update(code=groups.get("code", "Flat"), fast_scan="fs" in groups)
+    limits = {"opq_m": (1, INT32_MAX, "OPQ's sub-quantizers"), "opq_d": (1, 65536, "OPQ's output size"),
+              "ivf": (1, INT32_MAX, "IVF's lists"), "hnsw": (2, 1024, "HNSW's links per node"),
+              "pq_m": (1, 65536, "PQ's sub-quantizers"), "pq_bits": (1, 16, "PQ's bits per code")}
+    for key, (low, high, what) in limits.items():
+        if key in parts and not low <= parts[key] <= high:
+            raise ReidQuantError(f"{where}: {factory!r}: {what} must be from {low} to {high}, not {parts[key]}")
+    if parts["fast_scan"] and parts.get("pq_bits", 4) != 4:
+        raise ReidQuantError(f"{where}: {factory!r}: a fast-scan PQ (fs) codes 4 bits per sub-quantizer")
+    return parts
+
+
+def check_factory(factory: str, where: str, dim: int | None = None) -> dict:
+    """``parse_factory``, and with the embedding size ``dim``, that its product quantizers fit
+    it: OPQ's and PQ's sub-quantizers divide the size they split."""
+    parts = parse_factory(factory, where)
+    if dim is None:
+        return parts
+    size = parts.get("opq_d", dim)
+    what = "OPQ's output size" if "opq_d" in parts else "the embedding size"
+    for key in ("opq_m", "pq_m"):
+        if key in parts and size % parts[key]:
+            raise ReidQuantError(f"{where}: {factory!r}: {parts[key]} sub-quantizers do not divide {what} {size}")
+    return parts
+
+
+def check_search_settings(search: dict, dim: int | None = None) -> None:
+    """The config's ``search`` section as FAISS will take it: every factory string, and
+    ``nprobe`` no more than the lists of any IVF index (each refusal names its field)."""
+    lists = {}
+    for position, factory in enumerate(search["indexes"]):
+        parts = check_factory(factory, f"config field search.indexes.{position}", dim)
+        if "ivf" in parts:
+            lists[factory] = parts["ivf"]
+    for factory, count in lists.items():
+        if search["nprobe"] > count:
+            raise ReidQuantError(f"config field search.nprobe: {search['nprobe']} is more than the {count} lists of "
+                                 f"index {factory!r}")
 
 
 def build_index(factory: str, vectors: np.ndarray, where: str = "search index"):
@@ -47,7 +98,7 @@ def build_index(factory: str, vectors: np.ndarray, where: str = "search index"):
     training and adding took."""
     import faiss
 
-    check_factory(factory, where)
+    check_factory(factory, where, vectors.shape[1])
     start = time.perf_counter()
     try:
         index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
@@ -56,7 +107,7 @@ def build_index(factory: str, vectors: np.ndarray, where: str = "search index"):
         index.add(vectors)
     except RuntimeError as error:  # FAISS says what was wrong in its last line
         raise ReidQuantError(f"{where}: FAISS cannot build {factory!r} on {len(vectors)} vectors: "
-                             f"{str(error).strip().splitlines()[-1][:200]}") from None
+                             f"{str(error).strip().splitlines()[-1]}") from None
     return index, time.perf_counter() - start
 
 
@@ -182,6 +233,7 @@ def search_gallery(features_path, distractors_path, indexes, k: int, nprobe: int
     threads = min(threads or available_cores(), available_cores())
     faiss.omp_set_num_threads(threads)
     features = load_features(features_path)
+    check_search_settings({"indexes": indexes, "nprobe": nprobe}, features["gallery_f"].shape[1])
     distractors = np.load(distractors_path, allow_pickle=False)
     if distractors.ndim != 2 or distractors.shape[1] != features["gallery_f"].shape[1]:
         raise ReidQuantError(f"{distractors_path}: expected {features['gallery_f'].shape[1]}-d embeddings, got "
@@ -241,8 +293,6 @@ def search_and_save(features_path, distractors_path, record_path, out, indexes, 
 
     from reidquant.matfile import not_run_record
 
-    for position, factory in enumerate(indexes):
-        check_factory(factory, f"config field search.indexes.{position}")
     record = read_json(record_path)
     not_run = record.get("not_run") or not_run_record(features_path)
     if not_run:  # the node that embedded them could not run the variant: said in the summary

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from reidquant.architectures import select
+from reidquant.architectures import DEFAULT_LINEAR_NUM, select
 from reidquant.configcheck import REFERENCE
 from reidquant.errors import ReidQuantError
 from reidquant.market import RAW_NAME
@@ -154,15 +154,33 @@ def distractors(config: dict, root: Path = Path(".")) -> Distractors:
 SEARCHED_BY_DEFAULT = "ov_int8"
 
 
-def search_jobs(config: dict, runnable) -> list[tuple[str, str]]:
+def search_jobs(config: dict, runnable, skipped=()) -> list[tuple[str, str]]:
     """The (variant, device) pairs whose gallery the search stage indexes: those of
     ``search.variants`` that run. Unset, it is ov_int8 where the config has it, else the fp32
-    reference, so that a config of other variants still plans."""
-    names = config["search"].get("variants")
+    reference, so that a config of other variants still plans. A named variant that runs on
+    no device of this run (``skipped`` says why) is one line."""
+    names = given = config["search"].get("variants")
     if names is None:
         names = [SEARCHED_BY_DEFAULT if SEARCHED_BY_DEFAULT in config["variants"] else REFERENCE]
     for name in names:
         if name not in config["variants"]:
             raise ReidQuantError(f"config field search.variants: {name!r} is not a variant of this config "
                                  f"({', '.join(config['variants'])})")
+        if given is not None and not any(variant == name for variant, _ in runnable):
+            reasons = "; ".join(f"on {device}: {reason}" for variant, device, reason in skipped if variant == name)
+            raise ReidQuantError(f"config field search.variants: {name!r} runs on no device of this run "
+                                 f"({reasons or 'config field devices'})")
     return [(variant, device) for variant, device in runnable if variant in names]
+
+
+def embedding_size(config: dict, weights: Weights) -> int | None:
+    """The embedding's size, where planning can know it: the checkpoint's opts.yaml, or what
+    training will use; None for weights not yet downloaded."""
+    if weights.label in ("trained", "untrained"):
+        return config["train"].get("linear_num") or DEFAULT_LINEAR_NUM
+    try:
+        opts = yaml.safe_load((weights.folder / "opts.yaml").read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    size = opts.get("linear_num", DEFAULT_LINEAR_NUM) if isinstance(opts, dict) else None
+    return size if isinstance(size, int) and size > 0 else None

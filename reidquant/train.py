@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from reidquant.architectures import DEFAULT_ARCH, architecture
+from reidquant.architectures import DEFAULT_ARCH, DEFAULT_LINEAR_NUM, architecture
 from reidquant.configcheck import MIN_INPUT_SIZE, check_input_size
 from reidquant.data import ImageList, train_transform
 from reidquant.errors import ReidQuantError
@@ -36,10 +36,10 @@ from reidquant.plots import training_curve
 RECIPES = {
     "reference": {"optimizer": "sgd", "epochs": 60, "batch_size": 32, "lr": 0.05, "backbone_lr_mult": 0.1, "step_fraction": 2 / 3,
                   "weight_decay": 5e-4, "erasing": 0.0, "label_smoothing": 0.0, "droprate": 0.5, "stride": 2,
-                  "linear_num": 512, "bf16": False, "low_res_epochs": 0, "workers": 2, "seed": 0, "arch": DEFAULT_ARCH},
+                  "linear_num": DEFAULT_LINEAR_NUM, "bf16": False, "low_res_epochs": 0, "workers": 2, "seed": 0, "arch": DEFAULT_ARCH},
     "cpu_short": {"optimizer": "adamw", "epochs": 10, "batch_size": 32, "lr": 1e-3, "backbone_lr_mult": 1.0,
                   "step_fraction": 0.75, "weight_decay": 5e-4, "erasing": 0.0, "label_smoothing": 0.0, "droprate": 0.5, "stride": 2,
-                  "linear_num": 512, "bf16": True, "low_res_epochs": 8, "workers": 1, "seed": 0, "arch": DEFAULT_ARCH},
+                  "linear_num": DEFAULT_LINEAR_NUM, "bf16": True, "low_res_epochs": 8, "workers": 1, "seed": 0, "arch": DEFAULT_ARCH},
 }
 RESUME_NAME = "resume.pt"
 

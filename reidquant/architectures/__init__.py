@@ -28,6 +28,8 @@ from reidquant.errors import ReidQuantError
 ARCHITECTURES = ("ft_net_dense", "ft_net")
 # What the workflow trains, and makes untrained weights for, unless train.arch says otherwise.
 DEFAULT_ARCH = "ft_net_dense"
+# The embedding's size where opts.yaml or train.linear_num does not say (the reference project's).
+DEFAULT_LINEAR_NUM = 512
 
 # The reference project's flags for networks this project does not build.
 UNSUPPORTED_FLAGS = {"use_swin": "Swin", "use_swinv2": "SwinV2", "use_hr": "HRNet", "use_convnext": "ConvNeXt",
