@@ -71,8 +71,8 @@ def markdown(table: pd.DataFrame, skipped=()) -> str:
     return note + header + "\n".join(lines) + "\n" + legend
 
 
-def _verdict(row, min_cos: float, max_mAP_drop: float) -> str:
-    misses = budget_misses(row, min_cos, max_mAP_drop)
+def _verdict(row, min_cos: float, max_mAP_drop: float, min_rounds: int) -> str:
+    misses = budget_misses(row, min_cos, max_mAP_drop, min_rounds)
     return "no: " + ", ".join(misses) if misses else "yes"
 
 
@@ -80,8 +80,14 @@ def _named(row, what: str) -> str:
     return f"**{row['variant']}** ({row['precision']}, {row['runtime']}): {what}"
 
 
-def int8_outside_budget(int8: pd.DataFrame, b: int, min_cos: float, max_mAP_drop: float) -> str:
+def int8_outside_budget(int8: pd.DataFrame, b: int, min_cos: float, max_mAP_drop: float, min_rounds: int) -> str:
     """Why no int8 row keeps the budget on this CPU, in one sentence, and the most faithful one."""
+    faithful = [row for _, row in int8.iterrows() if not budget_misses(row, min_cos, max_mAP_drop, min_rounds=0)]
+    if faithful:  # fidelity kept, speed not measured well enough to act on
+        names, rounds = ", ".join(row["variant"] for row in faithful), min(row["timed_rounds"] for row in faithful)
+        return (f"No int8 row keeps the budget: the speeds of {names}, which keep its fidelity, were timed in "
+                f"{rounds} rounds, fewer than `select.min_rounds` ({min_rounds}); time them in more (`benchmark.repeats`, "
+                f"`benchmark.latency_rounds`).")
     isa = int8["cpu_isa"].iloc[0]
     if saturates_int8(isa):
         why = (f"this CPU's best int8 instructions are {isa}, without VNNI: u8 x s8 products are summed in pairs "
@@ -99,10 +105,10 @@ def int8_outside_budget(int8: pd.DataFrame, b: int, min_cos: float, max_mAP_drop
     return (f"No int8 row keeps the budget: {why}. The most faithful int8 row is " + _named(best, (
         f"cos_min {best['cos_min']:.4f}, mAP_delta {_delta(best['mAP_delta'], best['mAP_delta_lo'], best['mAP_delta_hi'])}, "
         f"{best[f'latency_speedup_b{b}']:.2f}x fp32 at batch {b}, {best['speedup']:.2f}x at batch "
-        f"{best['batch_size']} ({_verdict(best, min_cos, max_mAP_drop)})")) + ".")
+        f"{best['batch_size']} ({_verdict(best, min_cos, max_mAP_drop, min_rounds)})")) + ".")
 
 
-def what_to_ship(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> str:
+def what_to_ship(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: float = 1.0, min_rounds: int = 5) -> str:
     """Per device, among the rows within the fidelity budget: the fastest at the smallest
     latency batch, the fastest at the throughput batch, the smallest; then every row's
     deployment figures, the Pareto front of latency against mAP_delta marked."""
@@ -110,13 +116,14 @@ def what_to_ship(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: floa
     b = batches[0]
     mAP_limit = (f"mAP at most {max_mAP_drop:g} points below fp32's (`mAP_delta` >= {-max_mAP_drop:g}, its point "
                  f"estimate; the paired interval is beside it)") if math.isfinite(max_mAP_drop) else "no mAP limit"
-    lines = [f"## What to ship\n\nBudget: worst cosine to fp32 `cos_min` >= {min_cos} and {mAP_limit}. Speedups "
-             f"are timed side by side with fp32 in each row's own job.\n"]
+    lines = [f"## What to ship\n\nBudget: worst cosine to fp32 `cos_min` >= {min_cos} and {mAP_limit}; speeds "
+             f"timed in at least {min_rounds} rounds (`select.min_rounds`). Speedups are timed side by side with "
+             f"fp32 in each row's own job.\n"]
     for device, rows_ in table.groupby("device", sort=False):
         lines.append(f"### {device}\n")
         int8 = rows_[rows_["precision"].str.startswith("int8")]
         if len(int8) and not int8["within_budget"].any():
-            lines.append(int8_outside_budget(int8, b, min_cos, max_mAP_drop) + "\n")
+            lines.append(int8_outside_budget(int8, b, min_cos, max_mAP_drop, min_rounds) + "\n")
         budget = rows_[rows_["within_budget"]]
         if budget.empty:
             lines.append("No row is within the budget.\n")
@@ -150,7 +157,7 @@ def what_to_ship(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: floa
                                    row[f"latency_speedup_b{b}_hi"], 2))
             cells += [f"{row['first_embedding_s']:.1f}", "" if pd.isna(row["mem_mb"]) else f"{row['mem_mb']:.0f}",
                       f"{row['cos_min']:.4f}", _delta(row["mAP_delta"], row["mAP_delta_lo"], row["mAP_delta_hi"]),
-                      _verdict(row, min_cos, max_mAP_drop), "front" if row["pareto"] else ""]
+                      _verdict(row, min_cos, max_mAP_drop, min_rounds), "front" if row["pareto"] else ""]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines.append(f"latency_bN_ms: median milliseconds per call at batch N (p90 beside it), the runtime set up "

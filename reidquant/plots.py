@@ -165,7 +165,8 @@ def latency_vs_accuracy(table: pd.DataFrame, path: Path, min_cos: float = 0.995,
     fig.savefig(path, dpi=120)
 
 
-def plot_summary(table: pd.DataFrame, outputs, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> None:
+def plot_summary(table: pd.DataFrame, outputs, min_cos: float = 0.995, max_mAP_drop: float = 1.0,
+                 min_rounds: int = 5) -> None:
     """Draw the plots to ``outputs.accuracy``, ``outputs.size``, ``outputs.fidelity`` and
     ``outputs.latency``."""
     for path in (outputs.accuracy, outputs.size, outputs.fidelity, outputs.latency):
