@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # The suite's two workers share the cores: OpenMP threads that spin while they wait take the
 # other worker's turns (a training test: 111 s beside a busy process, 30 s with this).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Builds record each compiled package they make in a registry of the machine's
+# (reidquant.safeload.built_here_path): the suite's go into one of its own, not the user's.
+os.environ.setdefault("REIDQUANT_BUILT_HERE", str(Path(tempfile.mkdtemp(prefix="reidquant-suite-")) / "built_here"))
 
 
 def market_like(rng, n_ids=30, n_query=60, n_gallery=400, dim=32, noise=0.6):
@@ -106,6 +110,20 @@ def pytest_collection_modifyitems(items):
     for item in items:
         name = item.module.__name__
         item.add_marker(pytest.mark.xdist_group("finished" if name in uses_finished else name))
+
+
+def record_build(folder, **fields):
+    """``folder``'s build record beside it (``<folder>.quantize.json``), with the sha256 of each
+    file it holds now: what a crafted or moved artifact brings along, since the record is plain
+    JSON too."""
+    import json
+
+    from reidquant.variants import folder_sha256
+
+    path = Path(f"{folder}.quantize.json")
+    record = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**record, **fields, "files_sha256": folder_sha256(folder)}))
+    return path
 
 
 def read_summary(project):

@@ -61,7 +61,7 @@ def test_an_infinite_budget_means_no_limit(finished, tmp_path):
     result = snakemake(copy, "results/summary.csv", "--config", "select={max_mAP_drop: .inf}")
     assert result.returncode == 0, result.stderr[-3000:]
     text = (copy / "results" / "summary.md").read_text()
-    assert "Budget: worst cosine to fp32 `cos_min` >= 0.995 and no mAP limit." in text
+    assert "Budget: worst cosine to fp32 `cos_min` >= 0.995 and no mAP limit; speeds timed in at least" in text
     assert (copy / "results" / "plots" / "latency_vs_accuracy.png").stat().st_size > 10_000
     assert (copy / "results" / "summary.csv").read_text().count("\n") == (project / "results" / "summary.csv") \
         .read_text().count("\n")

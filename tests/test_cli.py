@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, market_like, run_cli, synthetic_prepared, write_mat
+from conftest import ROOT, market_like, record_build, run_cli, synthetic_prepared, write_mat
 from reidquant.model import save_untrained
 from reidquant.pipeline import quantize
 from reidquant.variants import complete
@@ -28,7 +28,7 @@ def fp32_artifact(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     save_untrained(root / "weights", nclasses=4)
     quantize(name="fp32", spec=complete({"type": "fp32"}), weights=root / "weights", data_root=root / "unused",
-             out=root / "fp32", height=64, width=32)
+             out=root / "fp32", height=64, width=32, info_out=root / "fp32.quantize.json")
     return root / "fp32"
 
 
@@ -152,11 +152,13 @@ def test_crafted_pickles_are_refused_and_nothing_runs(fp32_artifact, tmp_path):
     # The build's record is plain JSON: a crafted folder carries one as easily as a real build.
     shutil.copy2(fp32_artifact / "build.json", artifact / "build.json")
     torch.save({"type": "fp32", "opts": {}, "state_dict": {}, "payload": RunsCode(marker)}, artifact / "model.pt")
+    record_build(artifact)
     result = run_cli("extract", "--artifact", artifact, "--spec", '{"type": "fp32"}', "--data", tmp_path,
                      "--out", tmp_path / "f.mat", "--timing", tmp_path / "t.json", "--height", 64, "--width", 32)
     assert_one_line_error(result, "model.pt: refused: it holds Python objects (io.open)")
     # a whole pickled module: one clean line too (torch's own message has ANSI codes and spans lines)
     torch.save(torch.nn.Linear(2, 2), artifact / "model.pt")
+    record_build(artifact)
     result = run_cli("extract", "--artifact", artifact, "--spec", '{"type": "fp32"}', "--data", tmp_path,
                      "--out", tmp_path / "f.mat", "--timing", tmp_path / "t.json", "--height", 64, "--width", 32)
     assert_one_line_error(result, "refused: it holds Python objects (torch.nn.modules.linear.Linear)")
@@ -199,6 +201,62 @@ def test_crafted_export_archive_is_refused(tmp_path):
         check_export_archive(path)
 
 
+@pytest.mark.parametrize("entry", ["model/data/aotinductor/model/../../../../elsewhere/zz.so",
+                                   "model/data/aotinductor/model//zz.so", "/model/data/aotinductor/model/zz.so",
+                                   "model\\data\\aotinductor\\model\\zz.so"])
+def test_an_archive_entry_that_could_reach_other_files_is_refused(tmp_path, entry):
+    import zipfile
+
+    from reidquant.errors import ReidQuantError
+    from reidquant.safeload import check_compiled_package, check_export_archive, sha256_of
+
+    path = tmp_path / "model_compiled.pt2"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model/archive_format", "pt2")
+        archive.writestr(entry, b"\x7fELF")
+    for check in (lambda: check_compiled_package(path, sha256_of(path), trust_compiled=True),
+                  lambda: check_export_archive(path)):
+        with pytest.raises(ReidQuantError, match=r"refused: entry .* is not a plain path inside the archive's one "
+                                                 r"folder"):
+            check()
+
+
+@pytest.mark.parametrize("text", [
+    "__import__('os').system('true')", "s0.__class__", "lambda: 0", "exec('0')", "Symbol('s0'); import os",
+    "getattr(s0, 'x')", "s0[0]", "Integer(1)._sympy_",
+])
+def test_a_symbolic_size_that_is_python_is_refused(text):
+    from reidquant.errors import ReidQuantError
+    from reidquant.safeload import check_program_json
+
+    with pytest.raises(ReidQuantError, match="is not a symbolic size, and reading it would run it as Python"):
+        check_program_json({"graph_module": {"graph": {"sym_int_values": {"s0": {"as_expr": {"expr_str": text}}}}}},
+                           "model.pt2:model/models/model.json")
+
+
+@pytest.mark.parametrize("text", ["s77", "2*s77", "Max(1, s0)", "FloorDiv(s0 + 1, 2)", "Eq(Mod(s0, 2), 0)",
+                                  "s0*s1 - 3", "-s0 + 7"])
+def test_the_symbolic_sizes_torch_writes_are_read(text):
+    from reidquant.safeload import check_program_json
+
+    check_program_json({"range_constraints": {"s0": {"expr_str": text}}, "guards_code": []}, "model.json")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{bad", "r.json: not a readable JSON record (Expecting property name"),
+    ("[1, 2]", "r.json: holds a JSON list, not the object the job writes"),
+    ('{"type": "fp32"}', "r.json: has no cpu_model, cpu_isa; it was not written by this version's job"),
+])
+def test_a_damaged_record_is_one_line_naming_it(tmp_path, text, message):
+    from reidquant.errors import ReidQuantError
+    from reidquant.jsonio import read_json
+
+    (tmp_path / "r.json").write_text(text)
+    with pytest.raises(ReidQuantError) as error:
+        read_json(tmp_path / "r.json", required=("type", "cpu_model", "cpu_isa"))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
 def test_evaluate_small_bad_inputs_name_the_file(tmp_path, rng):
     assert_one_line_error(run_cli("evaluate", tmp_path), f"{tmp_path}: is a folder, not a features .mat file")
     strings = np.array([f"{i:04d}" for i in range(60)])
@@ -227,6 +285,7 @@ def test_an_extraction_on_another_cpu_kind_warns_and_records_both(fp32_artifact,
     other = "avx2" if cpu_isa() != "avx2" else "amx"
     record.update(cpu_isa=other, cpu_model="another CPU")
     (moved / "build.json").write_text(json.dumps(record))
+    record_build(moved)
     data = synthetic_prepared(tmp_path, train_ids=2, test_ids=2, images_per_camera=1, cameras_per_id=2,
                               distractors=0, junk=0, multi_query_per_query=0)
     result = run_cli("extract", "--artifact", moved, "--spec", '{"type": "fp32"}', "--data", data,
@@ -251,6 +310,7 @@ def test_a_spec_naming_another_guard_than_the_build_used_is_refused(fp32_artifac
                                                         "cpu_isa": "avx2"})
     (moved / "build.json").write_text(json.dumps(record))
     (moved / "model.onnx").write_bytes(b"")
+    record_build(moved)
     one_gallery_image(tmp_path)
     result = run_cli("extract", "--artifact", moved, "--spec",
                      '{"type": "onnxruntime", "precision": "int8", "reduce_range": false}', "--data", tmp_path,

@@ -49,7 +49,7 @@ def test_reference_is_timed_in_alternating_rounds(monkeypatch):
 
 
 def write_job(root, variant, ap, rank1, speedup=None, num_query=None, weights="trained", latency_speedup=None,
-              cos_min=0.9, size_bytes=None, precision=None, cpu_isa="amx"):
+              cos_min=0.9, size_bytes=None, precision=None, cpu_isa="amx", rounds=5):
     folder = root / variant
     write_json(folder / "quantize.json", {"type": "fp32" if variant == "fp32" else "pt2e_int8",
                                           "size_bytes": size_bytes or (1000 if variant == "fp32" else 250),
@@ -57,8 +57,9 @@ def write_job(root, variant, ap, rank1, speedup=None, num_query=None, weights="t
                                           "weights": weights, "dataset": "synthetic", "arch": "ft_net"})
     timing = {"precision": precision or variant, "runtime": "torch", "model_img_per_s": 10.0, "extract_img_per_s": 5.0,
               "device_name": "cpu", "cpu_model": "a CPU", "cpu_isa": cpu_isa, "threads": 2, "torch": "x", "dataset": "synthetic", "batch_size": 32,
-              "compile_s": 0.5, "first_embedding_s": 2.0, "load_s": 0.5, "mem_mb": 40.0,
+              "compile_s": 0.5, "first_embedding_s": 2.0, "load_s": 0.5, "mem_mb": 40.0, "batch_s": [0.1] * rounds,
               "latency": {str(b): {"median_ms": 10.0 * b / (latency_speedup or 1), "p90_ms": 12.0 * b,
+                                   "call_s": [0.01] * rounds,
                                    "compile_s": 0.0 if b > 1 else 1.5,
                                    **({"speedup": latency_speedup, "speedup_lo": latency_speedup - 0.1,
                                        "speedup_hi": latency_speedup + 0.1} if latency_speedup else {})}
@@ -157,6 +158,49 @@ def test_a_row_made_from_other_weights_is_refused(tmp_path, rng):
         rows([("fp32", "cpu"), ("int8", "cpu")], *paths, "market1501", "trained")
 
 
+def extraction_records(spec):
+    """A build's record and its extraction's, as the jobs write them on this machine."""
+    from reidquant.devices import cpu_identity, cpu_isa, cpu_model
+    from reidquant.variants import labels
+
+    files = {"model.pt": "ab" * 32}
+    build = {"type": spec["type"], "cpu_model": cpu_model(), "cpu_isa": cpu_isa(), "files_sha256": files}
+    extraction = {"files_sha256": files, "cpu_identity": cpu_identity(), "cpu_model": cpu_model(),
+                  "cpu_isa": cpu_isa(), "device_name": cpu_model(), "build_cpu_model": cpu_model(),
+                  "build_cpu_isa": cpu_isa(), "saturation_guard": None, **labels(spec)}
+    return extraction, build
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t, q: t.update(precision="fp16 (tampered)"), "t.json: precision 'fp16 (tampered)' is not what its spec, "
+                                                         "its build (q.json) and its recorded CPU give ('int8 eager"),
+    (lambda t, q: t.update(runtime="tensorrt"), "t.json: runtime 'tensorrt' is not what its spec"),
+    (lambda t, q: t.update(cpu_model="Pentium II"), "t.json: cpu_model 'Pentium II' is not what its spec"),
+    (lambda t, q: t.update(device_name="Pentium II"), "t.json: device_name 'Pentium II' is not what"),
+    (lambda t, q: t.update(cpu_isa="amx" if t["cpu_isa"] != "amx" else "avx2"), "t.json: cpu_isa "),
+    (lambda t, q: t["cpu_identity"]["cpuinfo"].update(flags=""), "t.json: cpu_isa "),
+    (lambda t, q: t.update(cpu_identity="a CPU"), "t.json: the recorded CPU identity is not one cpu_identity() "),
+    (lambda t, q: t.update(build_cpu_isa="VecSVE"), "t.json: build_cpu_isa 'VecSVE' is not what"),
+    (lambda t, q: t.update(files_sha256={"model.pt": "cd" * 32}), "t.json: measured another artifact than the one "
+                                                                  "q.json records"),
+    (lambda t, q: q.pop("files_sha256"), "q.json: written by an older reidquant (no artifact sha256s"),
+    (lambda t, q: q.update(type="fp32"), "q.json: holds a fp32 variant, but the spec says type eager_int8"),
+], ids=["precision", "runtime", "cpu", "device", "isa", "identity", "bad-identity", "build-isa", "sha256",
+        "old-build", "type"])
+def test_a_label_that_its_spec_build_and_cpu_do_not_give_is_one_line(edit, message):
+    from reidquant.table import check_labels
+    from reidquant.variants import complete
+
+    spec = complete({"type": "eager_int8"})
+    t, q = extraction_records(spec)
+    check_labels(t, q, spec, "cpu", "t.json", "q.json")  # as written: no complaint
+    edit(t, q)
+    with pytest.raises(ReidQuantError) as error:
+        check_labels(t, q, spec, "cpu", "t.json", "q.json")
+    assert str(error.value).startswith(message.split(" ", 1)[0]) and message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
 def test_latency_is_timed_per_call_side_by_side_with_its_compile_apart(monkeypatch):
     clock, shapes = [0.0], []
 
@@ -194,7 +238,7 @@ def test_latency_uses_the_runners_latency_set_up():
     assert plain.for_latency() is plain
 
 
-def budget_table(tmp_path, rng, faithful_cos=0.998, cpu_isa="amx"):
+def budget_table(tmp_path, rng, faithful_cos=0.998, cpu_isa="amx", faithful_rounds=5):
     """fp32, a fast int8 that loses too much mAP, a slower faithful int8, a small unfaithful one."""
     ap = rng.random(200)
     rank1 = (ap > 0.3).astype(int)
@@ -203,7 +247,8 @@ def budget_table(tmp_path, rng, faithful_cos=0.998, cpu_isa="amx"):
              "faithful": (np.clip(ap - 0.002, 0, 1), 7.0, 3.0, faithful_cos, 260),
              "tiny": (np.clip(ap - 0.005, 0, 1), 2.0, 1.5, 0.99, 100)}
     folders = [write_job(tmp_path, name, values, rank1, speedup=speedup, latency_speedup=lat, cos_min=cos,
-                         size_bytes=size, precision="fp32" if name == "fp32" else f"int8 {name}", cpu_isa=cpu_isa)
+                         size_bytes=size, precision="fp32" if name == "fp32" else f"int8 {name}", cpu_isa=cpu_isa,
+                         rounds=faithful_rounds if name == "faithful" else 5)
                for name, (values, speedup, lat, cos, size) in specs.items()]
     jobs = [(name, "cpu") for name in specs]
     paths = [[f / name for f in folders] for name in ("quantize.json", "timing.json", "metrics.json")]
@@ -228,6 +273,20 @@ def test_what_to_ship_names_the_fastest_and_smallest_within_the_budget(tmp_path,
     strict = what_to_ship(table.reset_index().assign(within_budget=False))
     assert "No row is within the budget." in strict
     assert "No int8 row keeps the budget" not in text
+
+
+def test_a_speed_timed_in_too_few_rounds_is_marked_and_never_named(tmp_path, rng):
+    """One round of a loaded machine is no figure to ship on (latency_rounds: 1 is allowed)."""
+    table = budget_table(tmp_path, rng, faithful_rounds=1)
+    faithful = table.set_index("variant").loc["faithful"]
+    assert faithful["timed_rounds"] == 1 and not faithful["within_budget"]
+    text = what_to_ship(table)
+    assert "**faithful**" not in text and "- Fastest at batch 1: **fp32**" in text
+    (line,) = [line for line in text.splitlines() if line.startswith("| faithful |")]
+    assert "no: timed in 1 rounds" in line
+    assert "timed in at least 5 rounds (`select.min_rounds`)" in text
+    assert "No int8 row keeps the budget: the speeds of faithful, which keep its fidelity, were timed in 1 " \
+           "rounds, fewer than `select.min_rounds` (5)" in text
 
 
 @pytest.mark.parametrize("isa, why", [

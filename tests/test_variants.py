@@ -44,6 +44,11 @@ SPECS = {name: complete(spec) for name, spec in {
 ON_ARCH = {("ft_net", "int8"): {"compile": False}}
 
 
+def record_of(folder) -> str:
+    """Where the CLI looks for an artifact folder's build record by default."""
+    return f"{folder}.quantize.json"
+
+
 def spec_of(arch: str, name: str) -> dict:
     return complete({**SPECS[name], **ON_ARCH.get((arch, name), {})})
 
@@ -64,18 +69,21 @@ def workspace(tmp_path_factory):
 
 
 ARCHS = {"ft_net_dense": "", "ft_net": "ft_net"}  # architecture -> its folder in the workspace
+# Every type on ResNet-50, each runtime's fp32 on DenseNet-121 only: the same conversion and
+# loading code, which the suite's time pays once.
+ON_BOTH = [name for name in SPECS if name not in ("fp16_dynamic_seed", "ov_fp32", "ov_fp32_throughput", "ort_fp32")]
+BUILDS = [(arch, name) for arch in ARCHS for name in SPECS if arch == "ft_net_dense" or name in ON_BOTH]
 
 
 @pytest.fixture(scope="module")
 def built(workspace):
-    """Every spec built for both architectures, in one fixed order whichever test asks first:
-    what a build leaves in the process is the same for every test."""
+    """Every build of BUILDS, in one fixed order whichever test asks first: what a build leaves
+    in the process is the same for every test."""
     found = {}
-    for arch, folder in ARCHS.items():
-        for name in SPECS:
-            root = workspace / folder
-            found[arch, name] = quantize(name, spec_of(arch, name), root / "weights", workspace / "pytorch",
-                                         root / name, *SIZES[arch])
+    for arch, name in BUILDS:
+        root = workspace / ARCHS[arch]
+        found[arch, name] = quantize(name, spec_of(arch, name), root / "weights", workspace / "pytorch",
+                                     root / name, *SIZES[arch], info_out=record_of(root / name))
     return found
 
 
@@ -114,8 +122,7 @@ def check_sensitivity(rows, weights):
     assert all(0 < row["sqnr_db"] < 80 for row in rows), [round(row["sqnr_db"], 1) for row in rows]
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("arch, name", BUILDS)
 def test_variant_builds_loads_and_tracks_fp32(workspace, built, name, arch):
     spec = spec_of(arch, name)  # bf16 too: CPUs without native BF16 emulate it, slowly but correctly
     root = workspace / ARCHS[arch]
@@ -145,7 +152,8 @@ def test_cuda_request_without_cuda_is_refused(workspace, tmp_path):
     with pytest.raises(ReidQuantError, match="no CUDA device"):
         settings = ExtractSettings(height=H, width=W, batch_size=4, workers=0, ms=(1,), warmup=1, repeats=1,
                                    latency_batches=(1,), latency_rounds=1, threads=None)
-        extract_features("fp32", workspace / "fp32", SPECS["fp32"], "cuda", workspace / "pytorch",
+        extract_features("fp32", workspace / "fp32", record_of(workspace / "fp32"), SPECS["fp32"], "cuda",
+                         workspace / "pytorch",
                          tmp_path / "f.mat", tmp_path / "t.json", settings)
     assert not (tmp_path / "f.mat").exists()
 
@@ -156,7 +164,8 @@ def test_a_job_records_what_its_node_cannot_run(workspace, built, tmp_path, monk
     monkeypatch.setenv("REIDQUANT_HIDE_HARDWARE", "bf16")  # this node, as one without native bfloat16 sees it
     settings = ExtractSettings(height=H, width=W, batch_size=4, workers=0, ms=(1,), warmup=1, repeats=1,
                                latency_batches=(1,), latency_rounds=1, threads=None)
-    found = extract_features("bf16", workspace / "bf16", SPECS["bf16"], "cpu", workspace / "pytorch",
+    found = extract_features("bf16", workspace / "bf16", record_of(workspace / "bf16"), SPECS["bf16"], "cpu",
+                             workspace / "pytorch",
                              tmp_path / "f.mat", tmp_path / "t.json", settings, record_not_run=True)
     record = found["not_run"]
     assert record["reason"] == "this CPU has no AVX512-BF16 or AMX, so bfloat16 would only be emulated"
@@ -165,7 +174,8 @@ def test_a_job_records_what_its_node_cannot_run(workspace, built, tmp_path, monk
     assert evaluate_and_save(tmp_path / "f.mat", json_path=tmp_path / "m.json") == {"not_run": record}
     assert json.loads((tmp_path / "m.json").read_text()) == {"not_run": record}
     with pytest.raises(ReidQuantError, match="^variant bf16 cannot run on cpu on this machine: this CPU has no"):
-        extract_features("bf16", workspace / "bf16", SPECS["bf16"], "cpu", workspace / "pytorch",
+        extract_features("bf16", workspace / "bf16", record_of(workspace / "bf16"), SPECS["bf16"], "cpu",
+                         workspace / "pytorch",
                          tmp_path / "g.mat", tmp_path / "u.json", settings)
     assert not (tmp_path / "g.mat").exists()
 
@@ -233,9 +243,10 @@ def auto_ranking(workspace, garbage_test_split, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("auto")
     base = unranked(complete({**AUTO, "float_modules": []}))
-    quantize("int8_auto.unranked", base, workspace / "weights", garbage_test_split, folder / "base", H, W)
+    quantize("int8_auto.unranked", base, workspace / "weights", garbage_test_split, folder / "base", H, W,
+             info_out=record_of(folder / "base"))
     rows = layer_sensitivity("int8_auto.unranked", base, workspace / "weights", garbage_test_split, folder / "base",
-                             folder / "sensitivity.csv", H, W)
+                             record_of(folder / "base"), folder / "sensitivity.csv", H, W)
     return folder / "sensitivity.csv", rows
 
 
@@ -275,24 +286,22 @@ def test_pt2e_auto_without_a_ranking_is_one_line(workspace, tmp_path):
 def test_pt2e_sensitivity_measures_the_built_program(workspace, built, tmp_path, arch):
     root = workspace / ARCHS[arch]
     rows = layer_sensitivity("int8", spec_of(arch, "int8"), root / "weights", workspace / "pytorch", root / "int8",
-                             tmp_path / "sensitivity.csv", *SIZES[arch])
+                             record_of(root / "int8"), tmp_path / "sensitivity.csv", *SIZES[arch])
     check_sensitivity(rows, root / "weights")
     assert sum(row.get("cos_mean_gain") is not None for row in rows) == 5
     assert [row["layer"] for row in read_csv(tmp_path / "sensitivity.csv")] == [row["layer"] for row in rows]
 
 
 @pytest.mark.parametrize("activation_ranges", ["histogram", "minmax"])
-def test_pt2e_quantizes_the_input_over_its_full_range(workspace, built, tmp_path, activation_ranges):
-    spec = complete({**SPECS["int8"], "activation_ranges": activation_ranges, "compile": False})
-    folder = workspace / "int8"  # histogram ranges: the default, built once for every test
-    if activation_ranges == "minmax":
-        folder = tmp_path / "m"
-        quantize("int8", spec, workspace / "weights", workspace / "pytorch", folder, H, W)
+def test_pt2e_quantizes_the_input_over_its_full_range(workspace, built, auto_ranking, activation_ranges):
+    # Histogram ranges: the default, built once for every test; min-max: the fully int8 build
+    # that float_modules auto ranks, calibrated on the same training images.
+    folder = workspace / "int8" if activation_ranges == "histogram" else auto_ranking[0].parent / "base"
     with open(folder / TYPES["pt2e_int8"].ARTIFACT, "rb") as handle:
         graph = torch.export.load(handle).graph
     (image,) = [n for n in graph.nodes if n.op == "placeholder" and n.name == "x"]
     (quant,) = [n for n in image.users if "quantize_per_tensor" in str(n.target)]
-    count = spec["calibration_images"]
+    count = json.loads(open(record_of(folder)).read())["calibration_images"]
     calibration = torch.cat(calibration_batches(calibration_paths(workspace / "pytorch", count), H, W))
     low, high = min(calibration.min().item(), 0.0), max(calibration.max().item(), 0.0)
     assert quant.args[1] == pytest.approx((high - low) / 255, rel=1e-5)
@@ -332,7 +341,8 @@ def test_openvino_sensitivity_reverts_each_quantizer_group_alone(workspace, buil
     # compile, seconds each even for the tiny network.
     monkeypatch.setattr(Ranker, "find_groups_of_quantizers_to_rank", lambda *a: find_groups(*a)[:6])
     rows = layer_sensitivity("ov_int8", SPECS["ov_int8"], workspace / "weights", workspace / "pytorch",
-                             workspace / "ov_int8", tmp_path / "sensitivity.csv", H, W)
+                             workspace / "ov_int8", record_of(workspace / "ov_int8"), tmp_path / "sensitivity.csv",
+                             H, W)
     layers = weighted_layers(Embedder(load_checkpoint(workspace / "weights")[0]))
     assert 0 < len(rows) < len(layers) and rows[-1]["layer"] == "embedding.0"
     assert [row["layer"] for row in rows] == [layers[row["index"]] for row in rows]
@@ -345,7 +355,7 @@ def test_openvino_sensitivity_refuses_quantizers_that_are_not_the_deployed_ones(
     with pytest.raises(ReidQuantError, match=r"^variant ov_int8: the quantizers made again from its calibration "
                                              r"images do not compute what .*model.xml computes"):
         layer_sensitivity("ov_int8", other, workspace / "weights", workspace / "pytorch", workspace / "ov_int8",
-                          tmp_path / "sensitivity.csv", H, W)
+                          record_of(workspace / "ov_int8"), tmp_path / "sensitivity.csv", H, W)
     assert not (tmp_path / "sensitivity.csv").exists()
 
 
@@ -495,3 +505,126 @@ def test_conversion_without_qat_folding_is_torchaos_own(workspace):
     prepared(x)
     ours, torchaos = convert(copy.deepcopy(prepared)), convert_pt2e(prepared)
     assert str(ours.graph) == str(torchaos.graph) and torch.equal(ours(x), torchaos(x))
+
+
+def moved_copy(workspace, name, tmp_path):
+    """A built artifact and its build record, copied as a bundle moved between machines comes."""
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(workspace / name, folder)
+    shutil.copy2(record_of(workspace / name), record_of(folder))
+    return folder
+
+
+def rewrite_entry(path, suffix: str, edit):
+    """The zip at ``path`` with the entry whose name ends in ``suffix`` edited (bytes -> bytes)."""
+    with zipfile.ZipFile(path) as old:
+        items = [(info, old.read(info)) for info in old.infolist()]
+    with zipfile.ZipFile(path, "w") as new:
+        for info, data in items:
+            new.writestr(info, edit(data) if info.filename.endswith(suffix) else data)
+
+
+def first_size_expression(program: dict) -> dict:
+    """The first dict of a serialized program that holds a symbolic size (``expr_str``)."""
+    stack = [program]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if isinstance(value.get("expr_str"), str):
+                return value
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    raise AssertionError("no symbolic size in the program")
+
+
+def with_guards_code(code: str):
+    return lambda data: json.dumps({**json.loads(data), "guards_code": [code]}).encode()
+
+
+def with_size_expression(code: str):
+    def edit(data):
+        program = json.loads(data)
+        first_size_expression(program)["expr_str"] = code
+        return json.dumps(program).encode()
+    return edit
+
+
+@pytest.mark.parametrize("edit, message, command", [
+    (with_guards_code("__import__('os').system('touch {marker}') == 0"),
+     "refused: field guards_code holds Python code, which loading the program would run", "extract"),
+    (with_size_expression("__import__('os').system('touch {marker}')"),
+     "is not a symbolic size, and reading it would run it as Python", "sensitivity"),
+], ids=["guards_code", "expr_str"])
+def test_a_program_carrying_code_is_refused_before_any_of_it_runs(workspace, built, tmp_path, edit, message, command):
+    """What a crafted archive would run, with its build's records made to match it: extract or
+    sensitivity (the CLI's and the rules' paths; both load through pt2e_int8.load) refuse it in
+    one line, and nothing ran."""
+    from conftest import record_build
+
+    marker = tmp_path / "code-ran"
+    folder = moved_copy(workspace / "ft_net", "int8", tmp_path)
+    rewrite_entry(folder / "model.pt2", "models/model.json",
+                  lambda data: edit(data).replace(b"{marker}", str(marker).encode()))
+    record_build(folder)
+    data = workspace / "pytorch"
+    spec = json.dumps(spec_of("ft_net", "int8"))
+    sizes = ["--height", SIZES["ft_net"][0], "--width", SIZES["ft_net"][1]]
+    if command == "extract":
+        result = run_cli("extract", "--artifact", folder, "--spec", spec, "--data", data, "--out", tmp_path / "f.mat",
+                         "--timing", tmp_path / "t.json", "--latency-batches", 1, "--latency-rounds", 1, *sizes)
+    else:
+        result = run_cli("sensitivity", "--name", "int8", "--artifact", folder, "--spec", spec, "--weights",
+                         workspace / "ft_net" / "weights", "--data", data, "--out", tmp_path / "s.csv", *sizes)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("reidquant:")]  # not torch's warnings
+    assert result.returncode == 1 and len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith(f"reidquant: error: {folder / 'model.pt2'}:") and "/models/" in lines[0]
+    assert not marker.exists()
+    assert not any((tmp_path / name).exists() for name in ("f.mat", "t.json", "s.csv"))
+
+
+def test_a_swapped_artifact_file_is_one_line_and_nothing_is_measured(workspace, built, tmp_path):
+    """An fp32 model.onnx copied over the int8 one keeps no int8 label: its sha256 is not the build's."""
+    import shutil
+
+    folder = moved_copy(workspace, "ort_int8", tmp_path)
+    shutil.copy2(workspace / "ort_fp32" / "model.onnx", folder / "model.onnx")
+    result = run_cli("extract", "--artifact", folder, "--spec", json.dumps(SPECS["ort_int8"]), "--data",
+                     workspace / "pytorch", "--out", tmp_path / "f.mat", "--timing", tmp_path / "t.json",
+                     "--height", H, "--width", W)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"reidquant: error: {folder / 'model.onnx'}: not the file its build recorded in "
+                               f"{record_of(folder)} (sha256 ")
+    assert lines[0].endswith(f"--forcerun {record_of(folder)})")
+    assert not (tmp_path / "f.mat").exists() and not (tmp_path / "t.json").exists()
+
+
+def test_a_compiled_package_built_elsewhere_loads_only_when_trusted(workspace, built, tmp_path, monkeypatch):
+    """A package is native code: the builds of this machine vouch for it, or the user does."""
+    monkeypatch.setenv("REIDQUANT_BUILT_HERE", str(tmp_path / "built_here"))  # a machine that built nothing
+    with pytest.raises(ReidQuantError, match=r"model_compiled.pt2: refused: a compiled package is native code, "
+                                             r"which loading runs, and no build on this machine made this one .* "
+                                             r"\(config field trust_compiled: true, --trust-compiled on the command "
+                                             r"line\)$"):
+        load_runner(workspace / "int8", SPECS["int8"], "cpu", "int8")
+    runner = load_runner(workspace / "int8", SPECS["int8"], "cpu", "int8", trust_compiled=True)
+    assert runner.config["runtime"] == "torch+aotinductor" and runner(torch.zeros(1, 3, H, W)).shape == (1, 512)
+
+
+def test_a_crafted_package_whose_records_match_it_is_still_refused(workspace, built, tmp_path):
+    """A library of the attacker's, and build.json and quantize.json edited to its sha256: no
+    build here made it, so it is refused before anything loads it."""
+    from conftest import record_build
+    from reidquant.safeload import sha256_of
+
+    folder = moved_copy(workspace, "int8", tmp_path)
+    rewrite_entry(folder / "model_compiled.pt2", ".wrapper.so", lambda data: b"\x7fELF crafted")
+    record = json.loads((folder / "build.json").read_text())
+    (folder / "build.json").write_text(json.dumps({**record, "package_sha256": sha256_of(folder / "model_compiled.pt2")}))
+    record_build(folder)
+    with pytest.raises(ReidQuantError, match="no build on this machine made this one"):
+        load_runner(folder, SPECS["int8"], "cpu", "int8")
