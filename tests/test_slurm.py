@@ -34,13 +34,15 @@ def cluster():
 
 def on_slurm(project, *targets):
     """The README's command without --sdm conda (no conda here; tests/test_readme.py dry-runs it
-    as written), with this cluster's partition and a size that fits its one node (2 CPUs each,
-    so timed jobs run one at a time and get every core), no --cores."""
+    as written), with this cluster's partition and a size that fits its one node: the timed jobs
+    (extraction, search) take both its CPUs, so they run alone and get every core; the others
+    one CPU each, two side by side, as the profile's builds share a node. No --cores."""
     result = snakemake(
         project, "--workflow-profile", "profiles/slurm", *targets,
-        "--default-resources", "slurm_partition=test", "mem_mb=2000", "cpus_per_task=2", "runtime=30",
+        "--default-resources", "slurm_partition=test", "mem_mb=2000", "cpus_per_task=1", "runtime=30",
         # This cluster has no GPU partition: the cuda rows' jobs go to the CPU node, which decides.
         "--set-resources", "extract_features:slurm_partition=test", "extract_features:gpu=0",
+        "extract_features:cpus_per_task=2", "search:cpus_per_task=2",
         "distractor_shard:slurm_partition=test", "distractor_shard:gpu=0",
         "--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
         cores=None)
@@ -50,9 +52,9 @@ def on_slurm(project, *targets):
 
 # Two of the tiny config's rows (every job goes through the cluster's queue and its status
 # checks: the fewer, the shorter), on both devices, and the gallery side: the int8 row's
-# distractors embedded in 4 shards, each a job of the cluster's.
+# distractors embedded in 2 shards, each a job of the cluster's.
 CONFIG = {**TINY, "variants": {name: TINY["variants"][name] for name in ("fp32", "int8_seed")},
-          "search": {"variants": ["int8_seed"], "shards": 4, "k": 50, "distractors": {"count": 40},
+          "search": {"variants": ["int8_seed"], "shards": 2, "k": 50, "distractors": {"count": 40},
                      "indexes": ["Flat", "SQ8"]}}
 
 
@@ -73,7 +75,7 @@ def test_tiny_config_on_slurm_matches_a_local_run(cluster, finished, tmp_path):
         for column in ACCURACY:
             assert float(row[column]) == pytest.approx(float(here[key][column]), abs=1e-6), (key, column)
     shards = {line for line in output.splitlines() if "distractor_shard" in line and "SLURM jobid" in line}
-    assert len(shards) == 4, output[-3000:]
+    assert len(shards) == 2, output[-3000:]
     record = json.loads((project / "results/int8_seed/cpu/distractors.json").read_text())
-    assert record["per_shard"] == [10, 10, 10, 10]
+    assert record["per_shard"] == [20, 20]
     assert "| SQ8 |" in (project / "results/search/summary.md").read_text()
