@@ -25,7 +25,7 @@ import numpy as np
 from reidquant.devices import available_cores, cpu_isa, cpu_model, settled_resident_bytes
 from reidquant.jsonio import write_text
 from reidquant.matfile import load_features
-from reidquant.search import code_bytes, index_bytes, recalls, set_search_parameters
+from reidquant.search import build_index, code_bytes, index_bytes, recalls, set_search_parameters
 
 SIZES = (10_000, 100_000, 1_000_000)
 INDEXES = ("Flat", "SQfp16", "SQ8", "IVF1024,PQ32", "OPQ48_384,IVF1024,PQ48", "HNSW32,SQ8")
@@ -130,12 +130,7 @@ def main() -> None:
                 rows[name] = None
                 continue
             before = settled_resident_bytes()
-            start = time.perf_counter()
-            index = faiss.index_factory(gallery.shape[1], name, faiss.METRIC_INNER_PRODUCT)
-            if not index.is_trained:
-                index.train(training)
-            index.add(gallery)
-            build_s = time.perf_counter() - start
+            index, build_s = build_index(name, gallery, f"index {name}", training=training)
             memory_mb = (settled_resident_bytes() - before) / 1e6
             probed = "nprobe" in set_search_parameters(index, args.nprobe[0], args.ef_search, 10)
             for probes in args.nprobe if probed else args.nprobe[:1]:

@@ -13,7 +13,7 @@ import torch
 
 from reidquant.configcheck import check_input_size
 from reidquant.data import load_batch
-from reidquant.devices import cpu_identity, cpu_isa, cpu_model, node, resident_bytes, set_threads
+from reidquant.devices import cpu_identity, cpu_isa, cpu_model, node, set_threads, settled_resident_bytes
 from reidquant.errors import ReidQuantError, cause
 from reidquant.features import extract, extract_dataset, latency, model_throughput, timing_images
 from reidquant.jsonio import atomic_path, write_json
@@ -160,10 +160,12 @@ def cold_start(artifact: Path, spec: dict, device: str, name: str, image: torch.
     Returns the runner and what that cost: ``first_embedding_s`` from the start of loading to
     the first embedding returned (load, any compilation, the first call), of it ``load_s`` the
     loading and ``cold_call_s`` the first call; and ``mem_mb``, the resident memory the loaded
-    variant adds once warmed up at batch 1 (on CUDA also ``cuda_mem_mb``, the peak memory it
-    allocated there). Call it before any other model is loaded into the process.
+    variant adds once warmed up at batch 1, both readings taken with freed memory handed back
+    (what compiling needed for a moment is not what serving holds); on CUDA also
+    ``cuda_mem_mb``, the peak memory it allocated there. Call it before any other model is
+    loaded into the process.
     """
-    before = resident_bytes()
+    before = settled_resident_bytes()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -177,7 +179,7 @@ def cold_start(artifact: Path, spec: dict, device: str, name: str, image: torch.
         for _ in range(warmup):
             single(image)
         single.synchronize()
-    after = resident_bytes()
+    after = settled_resident_bytes()
     profile = {"first_embedding_s": first - start, "load_s": loaded - start, "cold_call_s": first - loaded,
                "mem_mb": None if before is None or after is None else (after - before) / 1e6}
     if device == "cuda":

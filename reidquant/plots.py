@@ -11,51 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
+from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from reidquant.table import latency_batches
+from reidquant.table import latency_batches, pareto_front
 
 MARKERS = {"cpu": "o", "cuda": "s"}
-
-
-# The accuracy axis spans at least this many points, so that differences well inside the
-# intervals do not fill the picture.
-MIN_ACCURACY_SPAN = 5.0
-
-
-def accuracy_vs_speed(table: pd.DataFrame, path: Path) -> None:
-    """mAP (bootstrap interval) against speedup over fp32 (spread of the side-by-side rounds).
-
-    Points are named in the legend, not beside them, so names never overlap.
-    """
-    fig = Figure(figsize=(8, 4.8))
-    ax = fig.subplots()
-    colours = colormaps["tab10"]
-    for i, (_, row) in enumerate(table.iterrows()):
-        x, y = row["speedup"], row["mAP"] * 100
-        ax.errorbar(x, y, xerr=[[x - row["speedup_lo"]], [row["speedup_hi"] - x]],
-                    yerr=[[y - row["mAP_lo"] * 100], [row["mAP_hi"] * 100 - y]],
-                    fmt=MARKERS.get(row["device"], "o"), color=colours(i % 10), markersize=7, capsize=3,
-                    label=f"{row['variant']} / {row['device']}")
-    low, high = table["mAP_lo"].min() * 100, table["mAP_hi"].max() * 100
-    middle, span = (low + high) / 2, max(high - low, MIN_ACCURACY_SPAN) * 1.15
-    ax.set_ylim(max(0.0, middle - span / 2), min(100.0, middle + span / 2))
-    ax.set_xscale("log")
-    times = FuncFormatter(lambda value, _: f"{value:g}\u00d7")
-    ax.xaxis.set_major_formatter(times)
-    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 5)))  # none next to 1x or 10x
-    ax.xaxis.set_minor_formatter(times)
-    ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("speedup over fp32 on the same device (model throughput, log scale)")
-    ax.set_ylabel("mAP (%)")
-    ax.set_title("Accuracy against speed (bars: 95% bootstrap interval; 10th-90th percentile of rounds)",
-                 fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def size(table: pd.DataFrame, path: Path) -> None:
@@ -86,41 +50,44 @@ def fidelity(table: pd.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def _free_spots(points: list[tuple[float, float]], widths: list[float], height: float) -> list[float]:
-    """Heights for labels that start at ``points`` (in axes fractions, 0-1), each ``widths[i]``
-    wide and ``height`` high: the nearest to its point's height where it overlaps no label
-    placed before it (points are taken left to right)."""
-    placed, heights = [], [0.0] * len(points)
-    for i in sorted(range(len(points)), key=lambda k: points[k]):
-        x, y = points[i]
-        for step in range(40):
-            candidate = y + height * ((step + 1) // 2) * (1 if step % 2 else -1)
-            if all(abs(candidate - py) >= height or x + widths[i] <= px or px + pw <= x
-                   for px, py, pw in placed):
+def _separate(labels, fig, ax, obstacles=(), pad_px: float = 2.0) -> None:
+    """Move labels (annotations placed in data coordinates) up or down, each the least it takes,
+    until none overlaps another or any of ``obstacles`` (display-space boxes: the points and
+    their bars): measured as drawn, left to right."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    placed = list(obstacles)
+    for label in sorted(labels, key=lambda a: a.xyann[0]):
+        box = Text.get_window_extent(label, renderer)  # the name alone, not its leader line
+        step = box.height / 2 + pad_px
+        for k in range(80):  # 0, up 1, down 1, up 2, down 2, ...
+            shift = step * ((k + 1) // 2) * (1 if k % 2 else -1)
+            moved = box.translated(0, shift)
+            if not any(moved.overlaps(other) for other in placed):
                 break
-        heights[i] = candidate
-        placed.append((x, candidate, widths[i]))
-    return heights
+        x, y = ax.transData.transform(label.xyann)
+        label.xyann = tuple(ax.transData.inverted().transform((x, y + shift)))
+        placed.append(moved)
 
 
-def latency_vs_accuracy(table: pd.DataFrame, path: Path, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> None:
-    """Smallest-batch latency speedup over fp32 (log axis) against ``mAP_delta`` with its paired
-    interval; every point named beside it, the Pareto front drawn, the budget's mAP floor
-    shaded; rows outside the budget hollow."""
-    b = latency_batches(table)[0]
-    speed = f"latency_speedup_b{b}"
+def decision_figure(table: pd.DataFrame, speed: str, what: str, min_cos: float = 0.995,
+                    max_mAP_drop: float = 1.0) -> tuple[Figure, list]:
+    """``mAP_delta`` with its paired interval against ``speed`` (a column of speedups over the
+    fastest fp32 row, with ``_lo``/``_hi``) on a log axis: every point named in place with its
+    cos_min, the Pareto front of each device drawn, the budget's mAP floor shaded, rows outside
+    the budget hollow. Returns the figure and its point labels."""
     fig = Figure(figsize=(9, 5.5))
     ax = fig.subplots()
     several = table["device"].nunique() > 1
     for _, row in table.iterrows():
         x, y = row[speed], row["mAP_delta"]
         inside = bool(row["within_budget"])
-        ax.errorbar(x, y, xerr=[[x - row[f"{speed}_lo"]], [row[f"{speed}_hi"] - x]],
-                    yerr=[[y - row["mAP_delta_lo"]], [row["mAP_delta_hi"] - y]],
+        # A median of few rounds can sit just outside its pairs' 10th-90th percentile: no bar then.
+        ax.errorbar(x, y, xerr=[[max(0.0, x - row[f"{speed}_lo"])], [max(0.0, row[f"{speed}_hi"] - x)]],
+                    yerr=[[max(0.0, y - row["mAP_delta_lo"])], [max(0.0, row["mAP_delta_hi"] - y)]],
                     fmt=MARKERS.get(row["device"], "o"), color="tab:blue" if inside else "tab:red",
                     mfc="tab:blue" if inside else "white", markersize=7, capsize=3, lw=1)
     for device, rows_ in table.groupby("device", sort=False):
-        front = rows_[rows_["pareto"]].sort_values(speed)
+        front = rows_[pareto_front(rows_, speed)].sort_values(speed)
         # The front as a staircase: what each speed buys at best, down to the fastest row.
         ax.step(front[speed], front["mAP_delta"], where="post", color="grey", lw=1, alpha=0.7, zorder=0)
         ax.plot(front[speed], front["mAP_delta"], "o", ms=14, mfc="none", mec="black", mew=1.2,
@@ -129,39 +96,55 @@ def latency_vs_accuracy(table: pd.DataFrame, path: Path, min_cos: float = 0.995,
     limited = math.isfinite(max_mAP_drop)  # infinity: no mAP limit, nothing to draw
     span = max(high - low, 2 * max_mAP_drop if limited else 0.0, 1.0)
     bottom, top = min(low, -max_mAP_drop if limited else low) - 0.1 * span, high + 0.1 * span
-    left, right = table[f"{speed}_lo"].min() / 1.15, table[f"{speed}_hi"].max() * 1.8
+    left, right = table[f"{speed}_lo"].min() / 1.15, table[f"{speed}_hi"].max() * 2.2
     ax.set_xscale("log")
     ax.set_xlim(left, right)  # room for the names right of the fastest points
     ax.set_ylim(bottom, top)
-    # Names right of their points' bars, moved up or down where they would overlap another.
-    def fraction_x(x):
-        return (math.log(x) - math.log(left)) / (math.log(right) - math.log(left))
-
-    names = [row["variant"] + (f" / {row['device']}" if several else "") for _, row in table.iterrows()]
-    # Just above the point's horizontal bar, so that no bar strikes through a name.
-    starts = [(fraction_x(row[f"{speed}_hi"] * 1.04), (row["mAP_delta"] - bottom) / (top - bottom) + 0.03)
-              for _, row in table.iterrows()]
-    heights = _free_spots(starts, [0.013 * len(name) + 0.01 for name in names], 0.045)
-    for (_, row), name, (x_label, _), y_label in zip(table.iterrows(), names, starts, heights):
-        ax.annotate(name, (row[speed], row["mAP_delta"]), xytext=(x_label, y_label), textcoords="axes fraction",
-                    fontsize=8, va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
+    labels = []
+    for _, row in table.iterrows():
+        name = row["variant"] + (f" / {row['device']}" if several else "") + f"  cos_min {row['cos_min']:.4f}"
+        # Right of the point's horizontal bar, its foot at the point's height: no bar strikes through it.
+        labels.append(ax.annotate(name, (row[speed], row["mAP_delta"]), xytext=(row[f"{speed}_hi"] * 1.04,
+                                                                               row["mAP_delta"]),
+                                  fontsize=8, va="bottom", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6}))
     if limited:
         ax.axhspan(bottom, -max_mAP_drop, color="tab:red", alpha=0.06, lw=0)
         ax.axhline(-max_mAP_drop, color="tab:red", lw=0.8, ls="--",
                    label=f"budget: mAP drop {max_mAP_drop:g} points (hollow red: outside, or cos_min < {min_cos:g})")
     ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
     times = FuncFormatter(lambda value, _: f"{value:g}\u00d7")
     ax.xaxis.set_major_formatter(times)
     ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 5)))
     ax.xaxis.set_minor_formatter(times)
     ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel(f"latency speedup over fp32 at batch {b} (per call, timed side by side; log scale)")
+    ax.set_xlabel(f"{what}, over the fastest fp32 row of the device (log scale)")
     ax.set_ylabel("mAP difference to fp32 (points)")
-    ax.set_title("What to ship: latency against accuracy (bars: 10th-90th percentile of rounds; 95% paired "
+    ax.set_title(f"What to ship: {what} against accuracy (bars: 10th-90th percentile of rounds; 95% paired "
                  "bootstrap interval)", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
+    # Each point with its horizontal bar, a few pixels high: no name is put over one.
+    bars = [Bbox.from_extents(*ax.transData.transform((row[f"{speed}_lo"], row["mAP_delta"])) - (4, 5),
+                              *ax.transData.transform((row[f"{speed}_hi"], row["mAP_delta"])) + (4, 5))
+            for _, row in table.iterrows()]
+    _separate(labels, fig, ax, bars)
+    return fig, labels
+
+
+def accuracy_vs_speed(table: pd.DataFrame, path: Path, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> None:
+    """``decision_figure`` at the throughput batch."""
+    what = f"throughput at batch {int(table['batch_size'].iloc[0])}"
+    fig, _ = decision_figure(table, "speedup_vs_fastest_fp32", what, min_cos, max_mAP_drop)
+    fig.savefig(path, dpi=120)
+
+
+def latency_vs_accuracy(table: pd.DataFrame, path: Path, min_cos: float = 0.995, max_mAP_drop: float = 1.0) -> None:
+    """``decision_figure`` at the smallest latency batch (per call)."""
+    b = latency_batches(table)[0]
+    fig, _ = decision_figure(table, f"latency_speedup_b{b}_vs_fastest_fp32", f"latency at batch {b} (per call)",
+                             min_cos, max_mAP_drop)
     fig.savefig(path, dpi=120)
 
 
@@ -171,7 +154,7 @@ def plot_summary(table: pd.DataFrame, outputs, min_cos: float = 0.995, max_mAP_d
     ``outputs.latency``."""
     for path in (outputs.accuracy, outputs.size, outputs.fidelity, outputs.latency):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    accuracy_vs_speed(table, Path(outputs.accuracy))
+    accuracy_vs_speed(table, Path(outputs.accuracy), min_cos, max_mAP_drop)
     size(table, Path(outputs.size))
     fidelity(table, Path(outputs.fidelity))
     latency_vs_accuracy(table, Path(outputs.latency), min_cos, max_mAP_drop)

@@ -93,20 +93,22 @@ def check_search_settings(search: dict, dim: int | None = None) -> None:
                                  f"index {factory!r}")
 
 
-def build_index(factory: str, vectors: np.ndarray, where: str = "search index"):
-    """An index of ``vectors`` (rows L2-normalised) by its factory string; the seconds its
-    training and adding took."""
+def build_index(factory: str, vectors: np.ndarray, where: str = "search index", training: np.ndarray | None = None):
+    """An index of ``vectors`` (rows L2-normalised) by its factory string, trained (where it is
+    trained: IVF's centroids, PQ's codebooks) on ``training``, by default ``vectors``; the
+    seconds its training and adding took."""
     import faiss
 
     check_factory(factory, where, vectors.shape[1])
+    training = vectors if training is None else training
     start = time.perf_counter()
     try:
         index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
-            index.train(vectors)
+            index.train(training)
         index.add(vectors)
     except RuntimeError as error:  # FAISS says what was wrong in its last line
-        raise ReidQuantError(f"{where}: FAISS cannot build {factory!r} on {len(vectors)} vectors: "
+        raise ReidQuantError(f"{where}: FAISS cannot build {factory!r} on {len(training)} vectors: "
                              f"{str(error).strip().splitlines()[-1]}") from None
     return index, time.perf_counter() - start
 
@@ -268,8 +270,10 @@ def search_gallery(features_path, distractors_path, indexes, k: int, nprobe: int
                         f"{metric}_delta_hi": high * 100})
         row["latency"] = {str(total): latencies(index, queries)}
         for size in sizes[:-1]:
+            # Trained on every image, as a deployment trains once on a large sample and adds its
+            # gallery: the gallery alone is too few points for IVF's centroids or PQ's codebooks.
             try:
-                smaller, _ = build_index(factory, vectors[:size], f"search index {factory}")
+                smaller, _ = build_index(factory, vectors[:size], f"search index {factory}", training=vectors)
             except ReidQuantError as error:  # too few images to train it on
                 row["latency"][str(size)] = {"not_built": str(error)}
                 continue

@@ -19,15 +19,17 @@ from reidquant.stats import bootstrap_interval
 from reidquant.variants import as_built, labels, verify_artifact
 
 COLUMNS = ["dataset", "weights", "variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s",
-           "extract_img_per_s", "speedup", "rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP",
+           "extract_img_per_s", "speedup_vs_fastest_fp32", "speedup", "rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP",
            "mAP_delta", "cos_mean", "cos_min", "top1_agreement", "device_name", "cpu_model", "cpu_isa", "threads",
            "torch"]
 # Deployment columns, for each latency batch size b (``benchmark.latency_batches``) ...
-LATENCY = ["latency_b{b}_ms", "latency_b{b}_p90_ms", "latency_speedup_b{b}", "latency_speedup_b{b}_lo",
-           "latency_speedup_b{b}_hi"]
+LATENCY = ["latency_b{b}_ms", "latency_b{b}_p90_ms", "latency_speedup_b{b}_vs_fastest_fp32",
+           "latency_speedup_b{b}_vs_fastest_fp32_lo", "latency_speedup_b{b}_vs_fastest_fp32_hi", "fastest_fp32_b{b}",
+           "latency_speedup_b{b}", "latency_speedup_b{b}_lo", "latency_speedup_b{b}_hi"]
 # ... then once per row.
 DEPLOYMENT = ["first_embedding_s", "mem_mb"]
-EXTRA = ["arch", "type", "speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
+EXTRA = ["arch", "type", "speedup_vs_fastest_fp32_lo", "speedup_vs_fastest_fp32_hi", "fastest_fp32",
+         "speedup_lo", "speedup_hi", "rank1_lo", "rank1_hi", "mAP_lo", "mAP_hi", "mAP_delta_lo", "mAP_delta_hi",
          "rank1_delta", "rank1_delta_lo", "rank1_delta_hi", "top10_overlap", "compile_s", "build_compile_s", "quantize_s",
          "calibration_images", "float_layers", "num_query", "num_valid_query", "num_images", "height", "width", "size_bytes",
          "batch_size", "timing_copies", "timed_rounds", "load_s", "cuda_mem_mb", "within_budget", "pareto"]
@@ -116,7 +118,7 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
     With ``specs`` (variant -> spec), each row's labels are checked against them, its build and
     its CPU (``check_labels``); with ``model_paths`` (one per job), each artifact against the
     sha256s its build recorded."""
-    records, per_query, batches = [], {}, set()
+    records, per_query, batches, rounds = [], {}, set(), {}
     models = model_paths if model_paths is not None else [None] * len(jobs)
     for (variant, device), q_path, t_path, m_path, model in zip(jobs, quantize_paths, timing_paths, metrics_paths,
                                                                  models):
@@ -134,6 +136,7 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
         if specs is not None:
             check_labels(t, q, specs[variant], device, t_path, q_path)
         batches.add(tuple(sorted(map(int, t["latency"]))))
+        rounds[(variant, device)] = round_speedups(t, t_path, reference=variant == REFERENCE)
         per_query[(variant, device)] = ({k: np.asarray(v, dtype=np.float64) for k, v in m["per_query"].items()},
                                         m_path)
         reference = variant == REFERENCE
@@ -181,10 +184,51 @@ def rows(jobs, quantize_paths, timing_paths, metrics_paths, dataset: str, weight
                 np.array(bootstrap_interval(values[key] - reference[key])) * 100
     fp32_rows = table["variant"] == REFERENCE
     table.loc[fp32_rows, ["cos_mean", "cos_min", "top1_agreement", "top10_overlap"]] = 1.0
+    against_fastest_fp32(table, [rounds[key] for key in zip(table["variant"], table["device"])])
     table["within_budget"] = within_budget(table, **(select or {}))
     table["pareto"] = pareto_front(table)
     shapes = sorted(int(c[len("compile_b"):-2]) for c in table.columns if c.startswith("compile_b"))
     return table[columns(sorted(next(iter(batches))), shapes)]
+
+
+def round_speedups(t: dict, path, reference: bool) -> dict[str, np.ndarray]:
+    """A row's per-round speed ratios to eager fp32, timed side by side in its job: at the
+    throughput batch (``"throughput"``) and at each latency batch (``"1"``, ``"8"``, ...)."""
+    timed = {"throughput": t, **t["latency"]}
+    if reference:
+        return {key: np.ones(1) for key in timed}
+    if any("round_speedups" not in calls for calls in timed.values()):
+        raise ReidQuantError(f"{path}: written by an older reidquant (no per-round speedups); rerun that job")
+    return {key: np.asarray(calls["round_speedups"], dtype=np.float64) for key, calls in timed.items()}
+
+
+def ratio_between(own: np.ndarray, base: np.ndarray) -> tuple[float, float, float]:
+    """How many times faster a row is than another, both timed against eager fp32 in rounds of
+    their own jobs (``own`` and ``base``, the per-round ratios): the quotient of the medians,
+    and the 10th and 90th percentile of the quotients of every pair of rounds (the eager fp32
+    both were timed against cancels; the two jobs' rounds are independent)."""
+    pairs = (own[:, None] / base[None, :]).ravel()
+    return float(np.median(own) / np.median(base)), float(np.percentile(pairs, 10)), float(np.percentile(pairs, 90))
+
+
+def against_fastest_fp32(table: pd.DataFrame, rounds: list[dict]) -> None:
+    """Each row's speed against the fastest fp32 row of its device, the one a deployer would
+    ship instead, at the throughput batch and at each latency batch: ``speedup_vs_fastest_fp32``
+    and ``latency_speedup_b{b}_vs_fastest_fp32`` (``_lo``, ``_hi``: ``ratio_between``), and
+    which row that is (``fastest_fp32``, ``fastest_fp32_b{b}``). The fastest is chosen by
+    its speedup over eager fp32, timed side by side in its own job, not by its raw speed,
+    which drifts between jobs."""
+    speeds = [("throughput", "speedup", "speedup_vs_fastest_fp32", "fastest_fp32")] + [
+        (str(b), f"latency_speedup_b{b}", f"latency_speedup_b{b}_vs_fastest_fp32", f"fastest_fp32_b{b}")
+        for b in latency_batches(table)]
+    for key, eager, column, named in speeds:
+        for _, group in table.groupby("device", sort=False):
+            fp32 = group[group["precision"] == "fp32"]
+            fastest = fp32[eager].idxmax()
+            for i in group.index:
+                value = (1.0, 1.0, 1.0) if i == fastest else ratio_between(rounds[i][key], rounds[fastest][key])
+                table.loc[i, [column, f"{column}_lo", f"{column}_hi"]] = value
+                table.loc[i, named] = table.loc[fastest, "variant"]
 
 
 def budget_misses(row, min_cos: float = 0.995, max_mAP_drop: float = 1.0, min_rounds: int = 5) -> list[str]:
@@ -218,10 +262,10 @@ def within_budget(table: pd.DataFrame, min_cos: float = 0.995, max_mAP_drop: flo
     return table.apply(lambda row: not budget_misses(row, min_cos, max_mAP_drop, min_rounds), axis=1).astype(bool)
 
 
-def pareto_front(table: pd.DataFrame) -> pd.Series:
-    """Rows that no other row on their device beats on both smallest-batch latency speedup and
-    ``mAP_delta`` (at least as good on both, better on one)."""
-    speed = f"latency_speedup_b{latency_batches(table)[0]}"
+def pareto_front(table: pd.DataFrame, speed: str | None = None) -> pd.Series:
+    """Rows that no other row on their device beats on both ``speed`` (by default the
+    smallest-batch latency speedup) and ``mAP_delta`` (at least as good on both, better on one)."""
+    speed = speed or f"latency_speedup_b{latency_batches(table)[0]}_vs_fastest_fp32"
     front = pd.Series(True, index=table.index)
     for i, row in table.iterrows():
         rivals = table[(table["device"] == row["device"]) & (table.index != i)]

@@ -1,4 +1,6 @@
 import csv
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -96,20 +98,29 @@ def snakemake(project, *args, cores=2):
 
 @pytest.fixture(scope="session")
 def finished(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("wf"))
-    result = snakemake(project, "results/summary.csv")
+    """The tiny configuration's default target, run once for the whole suite: the first
+    pytest-xdist worker to ask runs it, the others wait for it and read what it left. Tests
+    only read it or copy it (``cp -a``), never run in it."""
+    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every worker of this run
+    with open(shared / "finished.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        project, record = shared / "finished" / "project", shared / "finished.json"
+        if not record.exists():
+            (shared / "finished").mkdir(exist_ok=True)
+            make_project(shared / "finished")
+            result = snakemake(project, "results/summary.csv")
+            record.write_text(json.dumps({"returncode": result.returncode, "stdout": result.stdout,
+                                          "stderr": result.stderr}))
+    result = subprocess.CompletedProcess(["snakemake"], **json.loads(record.read_text()))
     assert result.returncode == 0, result.stderr[-3000:]
     return project, result
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
 def pytest_collection_modifyitems(items):
-    """One pytest-xdist group per test file, so that a file's module fixtures are built once;
-    the files whose tests use the finished tiny run share one group, so that it is run once."""
-    uses_finished = {item.module.__name__ for item in items if "finished" in item.fixturenames}
+    """One pytest-xdist group per test file, so that a file's module fixtures are built once."""
     for item in items:
-        name = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("finished" if name in uses_finished else name))
+        item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 def record_build(folder, **fields):

@@ -17,6 +17,17 @@ from reidquant.evaluate import evaluate
 from reidquant.pipeline import gather_distractors
 from reidquant.search import build_index, evaluate_scores, rank_scores, recalls, search_gallery, top
 
+
+@pytest.fixture(scope="module")
+def finished(finished, tmp_path_factory):
+    """The suite's finished run, copied for this file's tests, which run snakemake in it and edit
+    it: the suite's own is shared by other workers."""
+    project, result = finished
+    copy = tmp_path_factory.mktemp("finished") / "project"
+    subprocess.run(["cp", "-a", str(project), str(copy)], check=True)
+    return copy, result
+
+
 # One of each kind the schema accepts, sized for a few hundred vectors.
 INDEXES = ["Flat", "SQfp16", "SQ8", "PQ8x4", "IVF4,Flat", "IVF4,PQ8x4", "HNSW8", "HNSW8,SQ8", "OPQ8,PQ8x4"]
 

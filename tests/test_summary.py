@@ -62,10 +62,13 @@ def write_job(root, variant, ap, rank1, speedup=None, num_query=None, weights="t
                                    "call_s": [0.01] * rounds,
                                    "compile_s": 0.0 if b > 1 else 1.5,
                                    **({"speedup": latency_speedup, "speedup_lo": latency_speedup - 0.1,
-                                       "speedup_hi": latency_speedup + 0.1} if latency_speedup else {})}
+                                       "speedup_hi": latency_speedup + 0.1,
+                                       "round_speedups": [latency_speedup - 0.1, latency_speedup,
+                                                          latency_speedup + 0.1]} if latency_speedup else {})}
                           for b in (1, 8)}}
     if speedup:
-        timing.update(speedup=speedup, speedup_lo=speedup - 0.5, speedup_hi=speedup + 0.5)
+        timing.update(speedup=speedup, speedup_lo=speedup - 0.5, speedup_hi=speedup + 0.5,
+                      round_speedups=[speedup - 0.5, speedup, speedup + 0.5])
     write_json(folder / "timing.json", timing)
     metrics = {"rank1": float(np.mean(rank1)), "rank5": 1.0, "rank10": 1.0, "mAP": float(np.mean(ap)),
                "mAP_noninterp": 0.5, "mINP": 0.5, "num_query": num_query or len(ap), "num_valid_query": len(ap),
@@ -243,11 +246,12 @@ def budget_table(tmp_path, rng, faithful_cos=0.998, cpu_isa="amx", faithful_roun
     ap = rng.random(200)
     rank1 = (ap > 0.3).astype(int)
     specs = {"fp32": (ap, None, None, 1.0, 1000),
+             "ov_fp32": (np.clip(ap - 0.001, 0, 1), 2.0, 1.5, 0.99999, 1000),  # the fastest fp32 a deployer ships
              "fast": (np.clip(ap - 0.03, 0, 1), 9.0, 5.0, 0.999, 250),
              "faithful": (np.clip(ap - 0.002, 0, 1), 7.0, 3.0, faithful_cos, 260),
              "tiny": (np.clip(ap - 0.005, 0, 1), 2.0, 1.5, 0.99, 100)}
     folders = [write_job(tmp_path, name, values, rank1, speedup=speedup, latency_speedup=lat, cos_min=cos,
-                         size_bytes=size, precision="fp32" if name == "fp32" else f"int8 {name}", cpu_isa=cpu_isa,
+                         size_bytes=size, precision="fp32" if name.endswith("fp32") else f"int8 {name}", cpu_isa=cpu_isa,
                          rounds=faithful_rounds if name == "faithful" else 5)
                for name, (values, speedup, lat, cos, size) in specs.items()]
     jobs = [(name, "cpu") for name in specs]
@@ -257,15 +261,28 @@ def budget_table(tmp_path, rng, faithful_cos=0.998, cpu_isa="amx", faithful_roun
 
 def test_what_to_ship_names_the_fastest_and_smallest_within_the_budget(tmp_path, rng):
     table = budget_table(tmp_path, rng).set_index("variant")
-    assert table["within_budget"].to_dict() == {"fp32": True, "fast": False, "faithful": True, "tiny": False}
-    # fast beats everything on latency, faithful beats fp32 and tiny; fp32 is the most accurate
-    assert table["pareto"].to_dict() == {"fp32": True, "fast": True, "faithful": True, "tiny": False}
+    assert table["within_budget"].to_dict() == {"fp32": True, "ov_fp32": True, "fast": False, "faithful": True,
+                                                "tiny": False}
+    # fast beats everything on latency, faithful beats the fp32 rows and tiny; fp32 is the most accurate
+    assert table["pareto"].to_dict() == {"fp32": True, "ov_fp32": True, "fast": True, "faithful": True, "tiny": False}
     assert table.loc["faithful", "latency_speedup_b1"] == 3.0 and table.loc["fp32", "latency_speedup_b8"] == 1.0
+    # Against the fastest fp32 row, ov_fp32: the quotient of the medians, the spread of every pair of rounds.
+    assert set(table["fastest_fp32"]) == set(table["fastest_fp32_b1"]) == {"ov_fp32"}
+    faithful = table.loc["faithful"]
+    assert faithful["speedup_vs_fastest_fp32"] == pytest.approx(7.0 / 2.0)
+    assert (faithful["speedup_vs_fastest_fp32_lo"], faithful["speedup_vs_fastest_fp32_hi"]) == pytest.approx(
+        np.percentile([a / b for a in (6.5, 7.0, 7.5) for b in (1.5, 2.0, 2.5)], [10, 90]))
+    assert faithful["latency_speedup_b1_vs_fastest_fp32"] == pytest.approx(3.0 / 1.5)
+    assert table.loc["fp32", "speedup_vs_fastest_fp32"] == pytest.approx(1 / 2.0)
+    assert table.loc["ov_fp32", ["speedup_vs_fastest_fp32", "speedup_vs_fastest_fp32_lo",
+                                 "latency_speedup_b8_vs_fastest_fp32_hi"]].tolist() == [1.0, 1.0, 1.0]
     assert table.loc["faithful", "compile_s"] == pytest.approx(0.5 + 1.5)
     text = what_to_ship(table.reset_index(), min_cos=0.995, max_mAP_drop=1.0)
     assert text.startswith("## What to ship") and "### cpu" in text
-    assert "- Fastest at batch 1: **faithful**" in text
-    assert "- Fastest at batch 32 (throughput): **faithful**" in text
+    assert "- Fastest at batch 1: **faithful** (int8 faithful, torch): 3.3 ms per call (p90 12.0), 2.00x the " \
+           "fastest fp32 (ov_fp32) [" in text and "], 3.00x eager fp32, cos_min 0.9980" in text
+    assert "- Fastest at batch 32 (throughput): **faithful**" in text and "3.50x the fastest fp32 (ov_fp32)" in text
+    assert "- Least memory: **fp32**" in text
     assert "- Smallest: **faithful**" in text  # tiny is smaller but outside the budget
     lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert "no: mAP -2.9" in lines["fast"] and lines["fast"].endswith("| front |")
@@ -281,7 +298,7 @@ def test_a_speed_timed_in_too_few_rounds_is_marked_and_never_named(tmp_path, rng
     faithful = table.set_index("variant").loc["faithful"]
     assert faithful["timed_rounds"] == 1 and not faithful["within_budget"]
     text = what_to_ship(table)
-    assert "**faithful**" not in text and "- Fastest at batch 1: **fp32**" in text
+    assert "**faithful**" not in text and "- Fastest at batch 1: **ov_fp32**" in text
     (line,) = [line for line in text.splitlines() if line.startswith("| faithful |")]
     assert "no: timed in 1 rounds" in line
     assert "timed in at least 5 rounds (`select.min_rounds`)" in text
@@ -301,8 +318,9 @@ def test_what_to_ship_says_why_no_int8_row_keeps_the_budget(tmp_path, rng, isa, 
     assert why in line
     # The most faithful int8 row by its worst cosine, with its figures and what it misses.
     assert "The most faithful int8 row is **faithful** (int8 faithful, torch): cos_min 0.9930" in line
-    assert "3.00x fp32 at batch 1, 7.00x at batch 32 (no: cos_min 0.9930)." in line
-    assert "- Fastest at batch 1: **fp32**" in text  # beside the rows that do keep it
+    assert "2.00x the fastest fp32 (ov_fp32) [1.86, 2.16], 3.00x eager fp32 at batch 1, 3.50x the fastest fp32 " \
+           "(ov_fp32) [" in line and "7.00x eager fp32 at batch 32 (no: cos_min 0.9930)." in line
+    assert "- Fastest at batch 1: **ov_fp32**" in text  # beside the rows that do keep it
 
 
 def test_latency_plot_is_drawn(tmp_path, rng):
@@ -315,6 +333,29 @@ def test_latency_plot_is_drawn(tmp_path, rng):
                                  for k in ("accuracy", "size", "fidelity", "latency")})
     plot_summary(table, outputs)
     assert (tmp_path / "plots" / "latency.png").stat().st_size > 10_000
+
+
+def test_decision_plots_name_every_point_without_overlap(tmp_path, rng):
+    """Rows of nearly the same speed and accuracy (int8, bf16, fp16_dynamic_seed on a Zen 5)
+    still get a name each, none over another."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    from reidquant.plots import decision_figure
+
+    table = budget_table(tmp_path, rng)
+    crowded = table.iloc[[2, 3, 4]].assign(variant=["int8", "bf16", "fp16_dynamic_seed"], mAP_delta=-0.2,
+                                                                 mAP_delta_lo=-0.3, mAP_delta_hi=-0.1)
+    table = pd.concat([table, crowded], ignore_index=True)
+    for speed in ("speedup_vs_fastest_fp32", "latency_speedup_b1_vs_fastest_fp32"):
+        fig, labels = decision_figure(table, speed, "speed")
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        boxes = [Text.get_window_extent(label, renderer) for label in labels]  # the names, not their lines
+        assert [label.get_text().split("  ")[0] for label in labels] == list(table["variant"])
+        assert "cos_min 0.9980" in labels[3].get_text()
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        assert fig.axes[0].get_legend() is not None and not fig.axes[0].get_legend().get_texts()[0].get_text() \
+            .startswith(tuple(table["variant"]))  # the legend names the front and the budget, not the rows
 
 
 def test_sensitivity_is_named_written_and_drawn(tmp_path):

@@ -15,6 +15,17 @@ import yaml
 from conftest import ROOT, TINY, dry_run_jobs, make_project, read_summary, snakemake
 from reidquant.table import COLUMNS
 
+
+@pytest.fixture(scope="module")
+def finished(finished, tmp_path_factory):
+    """The suite's finished run, copied for this file's tests, which run snakemake in it and edit
+    it: the suite's own is shared by other workers."""
+    project, result = finished
+    copy = tmp_path_factory.mktemp("finished") / "project"
+    subprocess.run(["cp", "-a", str(project), str(copy)], check=True)
+    return copy, result
+
+
 def test_summary_has_contract_columns_and_rows(finished):
     project, result = finished
     header = (project / "results" / "summary.csv").read_text().splitlines()[0].split(",")
@@ -50,6 +61,7 @@ def test_summary_has_contract_columns_and_rows(finished):
         assert (project / "results" / "plots" / f"{plot}.png").stat().st_size > 1000
 
 
+
 def test_every_row_has_its_deployment_profile(finished):
     project, _ = finished
     rows = read_summary(project)
@@ -57,6 +69,9 @@ def test_every_row_has_its_deployment_profile(finished):
         for b in (1, 4):
             low, median, high = (float(row[f"latency_speedup_b{b}{end}"]) for end in ("_lo", "", "_hi"))
             assert low <= median <= high, row["variant"]
+            # eager fp32 is the tiny config's only fp32 row: the fastest one, its own reference
+            assert row[f"fastest_fp32_b{b}"] == row["fastest_fp32"] == "fp32"
+            assert float(row[f"latency_speedup_b{b}_vs_fastest_fp32"]) == pytest.approx(median, rel=1e-5)
             assert float(row[f"latency_b{b}_p90_ms"]) >= float(row[f"latency_b{b}_ms"]) > 0
             assert float(row[f"compile_b{b}_s"]) >= 0
         assert float(row["first_embedding_s"]) > float(row["load_s"]) > 0

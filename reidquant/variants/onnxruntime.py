@@ -1,7 +1,8 @@
 """``onnxruntime``: the model exported to ONNX and run by ONNX Runtime's CPU provider.
 
-``precision`` fp32, or int8 by ``quantize_static``: QDQ format, uint8 activations, int8
-weights per channel, calibrated on training images. The artifact is the ``.onnx`` file
+``precision`` fp32, or int8 by ``quantize_static``: by default QDQ format, uint8
+activations, int8 weights per channel, calibrated on training images (``quant_format``,
+``activation_type``, ``per_channel`` choose otherwise). The artifact is the ``.onnx`` file
 (weights inside). The export has a dynamic batch axis.
 
 Its saturation guard is ``reduce_range``: 7-bit weights, so that a u8 x s8 product pair fits
@@ -46,7 +47,9 @@ def resolve(spec: dict, isa: str) -> tuple[dict, dict | None]:
 def precision(spec: dict) -> str:
     if spec["precision"] != "int8":
         return "fp32"
-    return "int8 qdq per-channel" + (", 7-bit weights" if spec["reduce_range"] is True else "")
+    return (f"int8 {spec['quant_format']} {'per-channel' if spec['per_channel'] else 'per-tensor'}"
+            + (", s8 activations" if spec["activation_type"] == "int8" else "")
+            + (", 7-bit weights" if spec["reduce_range"] is True else ""))
 
 
 def runtime(spec: dict) -> str:
@@ -94,8 +97,8 @@ def build(name, spec, embedder, opts, example, calibration, path) -> None:
             quantize_static(
                 str(prepared), str(path),
                 _CalibrationReader(progress(calibration, f"calibrate {name}")),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
+                quant_format=QuantFormat.QDQ if spec["quant_format"] == "qdq" else QuantFormat.QOperator,
+                activation_type=QuantType.QUInt8 if spec["activation_type"] == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=spec["per_channel"],
                 reduce_range=spec["reduce_range"],

@@ -1,0 +1,113 @@
+"""What an OpenVINO row's resident memory holds, step by step, and which settings lower it.
+
+    snakemake --cores 4 results/summary.csv
+    python benchmarks/ov_memory.py --out docs/benchmarks/ov_memory.md
+
+For ``ov_fp32`` and ``ov_int8`` of a finished run, each setting in ``SETTINGS`` is measured in a
+fresh process (nothing another model left behind): the resident memory after reading the IR,
+after compiling it for batch 1 with the LATENCY hint (the row's latency set-up), after the first
+call and after the warm-up (10 calls), each read as it is and settled (garbage collected, freed
+memory handed back by glibc's ``malloc_trim``, as ``mem_mb`` is read), and the median batch-1
+latency of 30 calls, so that a setting that saves memory by losing speed shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from reidquant.devices import cpu_flags, cpu_isa, cpu_model
+from reidquant.jsonio import write_text
+
+# Setting -> (Core properties, compile properties) beside the row's own latency set-up.
+SETTINGS = {
+    "the row's set-up": ({}, {}),
+    "no mmap of the weights": ({"ENABLE_MMAP": False}, {}),
+    "no primitive cache": ({}, {"CPU_RUNTIME_CACHE_CAPACITY": 0}),
+    "one stream": ({}, {"NUM_STREAMS": 1}),
+}
+MEASURE = r"""
+import gc, json, statistics, sys, time, ctypes
+import numpy as np
+import openvino as ov
+import torch
+from reidquant.devices import resident_bytes, settled_resident_bytes, set_threads
+
+path, height, width, core_props, compile_props = json.loads(sys.argv[1])
+threads = set_threads(None)
+found = {}
+def read(step):
+    found[step] = resident_bytes() / 1e6
+    found[step + " (settled)"] = settled_resident_bytes() / 1e6
+read("start")
+core = ov.Core()
+for key, value in core_props.items():
+    core.set_property(key, value)
+model = core.read_model(path)
+read("IR read")
+model.reshape([1, 3, height, width])
+config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+          **compile_props}
+compiled = core.compile_model(model, "CPU", config)
+request = compiled.create_infer_request()
+read("compiled")
+image = np.random.default_rng(0).standard_normal((1, 3, height, width)).astype(np.float32)
+request.infer({0: image})
+read("first call")
+for _ in range(10):
+    request.infer({0: image})
+read("warm")
+times = []
+for _ in range(30):
+    start = time.perf_counter()
+    request.infer({0: image})
+    times.append(time.perf_counter() - start)
+found["latency_ms"] = statistics.median(times) * 1000
+print(json.dumps(found))
+"""
+
+
+def measure(path: Path, height: int, width: int, core_props: dict, compile_props: dict) -> dict:
+    result = subprocess.run([sys.executable, "-c", MEASURE, json.dumps([str(path), height, width, core_props,
+                                                                          compile_props])],
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per (row, setting); medians shown")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    steps = ["IR read", "compiled", "first call", "warm"]
+    flags = " ".join(sorted(flag for flag in cpu_flags() if flag.startswith(("avx", "amx"))))
+    lines = [f"# What OpenVINO's rows hold in memory, on {cpu_model()}", "",
+             f"CPU: {cpu_model()} (int8 instructions {cpu_isa()}; flags {flags}). Resident memory added since the "
+             f"process started (MB), each step read as it is / settled (freed memory handed back first, as "
+             f"`mem_mb` is read); the median of {args.repeats} fresh processes per row and setting. Batch 1, "
+             f"LATENCY hint, input {args.height}x{args.width}; latency: median of 30 calls.", "",
+             "| row | setting | " + " | ".join(steps) + " | batch-1 ms |", "|---|---|" + "---|" * (len(steps) + 1)]
+    for row in ("ov_fp32", "ov_int8"):
+        path = args.results / row / "model" / "model.xml"
+        for name, (core_props, compile_props) in SETTINGS.items():
+            runs = [measure(path, args.height, args.width, core_props, compile_props) for _ in range(args.repeats)]
+
+            def median(key):
+                return statistics.median(run[key] - run["start" + (" (settled)" if "settled" in key else "")]
+                                         for run in runs)
+            cells = [f"{median(step):.0f} / {median(step + ' (settled)'):.0f}" for step in steps]
+            latency = statistics.median(run["latency_ms"] for run in runs)
+            lines.append(f"| {row} | {name} | " + " | ".join(cells) + f" | {latency:.1f} |")
+            print(lines[-1], flush=True)
+    write_text(args.out, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
