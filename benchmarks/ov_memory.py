@@ -29,6 +29,7 @@ SETTINGS = {
     "no mmap of the weights": ({"ENABLE_MMAP": False}, {}),
     "no primitive cache": ({}, {"CPU_RUNTIME_CACHE_CAPACITY": 0}),
     "one stream": ({}, {"NUM_STREAMS": 1}),
+    "snippets off (variant option snippets: false)": ({}, {"SNIPPETS_MODE": "DISABLE"}),
 }
 MEASURE = r"""
 import gc, json, statistics, sys, time, ctypes
@@ -45,8 +46,8 @@ def read(step):
     found[step + " (settled)"] = settled_resident_bytes() / 1e6
 read("start")
 core = ov.Core()
-for key, value in core_props.items():
-    core.set_property(key, value)
+if core_props:
+    core.set_property(core_props)
 model = core.read_model(path)
 read("IR read")
 model.reshape([1, 3, height, width])

@@ -345,7 +345,8 @@ def load(path, spec, device, name, trust_compiled=False):
         whole batch, compiled for its exact shape (once per shape, at its first call).
         Throughput: the batch split over parallel requests, so the batch axis stays dynamic."""
         config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": hint.upper(),
-                  "INFERENCE_PRECISION_HINT": _inference_precision(spec)}
+                  "INFERENCE_PRECISION_HINT": _inference_precision(spec),
+                  **({} if spec["snippets"] else {"SNIPPETS_MODE": "DISABLE"})}
         compiled = {}
 
         def forward(batch: torch.Tensor) -> torch.Tensor:
