@@ -9,6 +9,11 @@ after compiling it for batch 1 with the LATENCY hint (the row's latency set-up),
 call and after the warm-up (10 calls), each read as it is and settled (garbage collected, freed
 memory handed back by glibc's ``malloc_trim``, as ``mem_mb`` is read), and the median batch-1
 latency of 30 calls, so that a setting that saves memory by losing speed shows it.
+
+    python benchmarks/ov_memory.py --speed
+
+instead times each row with snippets on and off side by side in one process (alternating
+rounds: 30 at batch 1, 8 at batch 32, LATENCY hint), the speed the snippets setting costs.
 """
 
 from __future__ import annotations
@@ -79,14 +84,57 @@ def measure(path: Path, height: int, width: int, core_props: dict, compile_props
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def snippets_speed(results: Path, height: int, width: int) -> None:
+    """Each row with snippets on and off, compiled in one process, timed in alternating rounds."""
+    import time
+
+    import numpy as np
+    import openvino as ov
+
+    from reidquant.devices import set_threads
+
+    threads, core = set_threads(None), ov.Core()
+
+    def request(path, batch, snippets):
+        model = core.read_model(path)
+        model.reshape([batch, 3, height, width])
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                  **({} if snippets else {"SNIPPETS_MODE": "DISABLE"})}
+        return core.compile_model(model, "CPU", config).create_infer_request()
+
+    print(f"{cpu_model()}, {threads} threads, openvino {ov.__version__}")
+    for row in ("ov_int8", "ov_fp32"):
+        for batch, rounds in ((1, 30), (32, 8)):
+            x = np.random.default_rng(0).standard_normal((batch, 3, height, width)).astype(np.float32)
+            requests = {on: request(results / row / "model" / "model.xml", batch, on) for on in (True, False)}
+            for compiled in requests.values():
+                compiled.infer({0: x}), compiled.infer({0: x})
+            times = {True: [], False: []}
+            for round_ in range(rounds):
+                for on in ((True, False) if round_ % 2 else (False, True)):
+                    start = time.perf_counter()
+                    requests[on].infer({0: x})
+                    times[on].append(time.perf_counter() - start)
+            ratio = np.array(times[False]) / np.array(times[True])  # speed with snippets off, against on
+            print(f"{row} batch {batch}: snippets on {statistics.median(times[True]) * 1e3:.1f} ms, off "
+                  f"{statistics.median(times[False]) * 1e3:.1f} ms; off runs at {1 / np.median(ratio):.3f}x the speed "
+                  f"[{1 / np.percentile(ratio, 90):.3f}, {1 / np.percentile(ratio, 10):.3f}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per (row, setting); medians shown")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--speed", action="store_true", help="time snippets on against off instead")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.speed:
+        snippets_speed(args.results, args.height, args.width)
+        return
+    if args.out is None:
+        parser.error("--out is required")
     steps = ["IR read", "compiled", "first call", "warm"]
     flags = " ".join(sorted(flag for flag in cpu_flags() if flag.startswith(("avx", "amx"))))
     lines = [f"# What OpenVINO's rows hold in memory, on {cpu_model()}", "",

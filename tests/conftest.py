@@ -97,10 +97,10 @@ def snakemake(project, *args, cores=2):
 
 
 @pytest.fixture(scope="session")
-def finished(tmp_path_factory):
+def finished_run(tmp_path_factory):
     """The tiny configuration's default target, run once for the whole suite: the first
     pytest-xdist worker to ask runs it, the others wait for it and read what it left. Tests
-    only read it or copy it (``cp -a``), never run in it."""
+    only read it or copy it (``cp -a``, ``copied``), never run in it."""
     shared = tmp_path_factory.getbasetemp().parent  # the same folder for every worker of this run
     with open(shared / "finished.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -114,6 +114,21 @@ def finished(tmp_path_factory):
     result = subprocess.CompletedProcess(["snakemake"], **json.loads(record.read_text()))
     assert result.returncode == 0, result.stderr[-3000:]
     return project, result
+
+
+@pytest.fixture(scope="session")
+def finished(finished_run):
+    """The finished tiny run, to read (a file whose tests run snakemake in it or edit it
+    overrides this with ``copied``)."""
+    return finished_run
+
+
+def copied(run, tmp_path_factory):
+    """A finished run (project, result) copied into a folder of its own."""
+    project, result = run
+    copy = tmp_path_factory.mktemp("finished") / "project"
+    subprocess.run(["cp", "-a", str(project), str(copy)], check=True)
+    return copy, result
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups

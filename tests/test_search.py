@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import dry_run_jobs, market_like, snakemake
+from conftest import copied, dry_run_jobs, market_like, snakemake
 from reidquant.devices import settled_resident_bytes
 from reidquant.errors import ReidQuantError
 from reidquant.evaluate import evaluate
@@ -19,13 +19,9 @@ from reidquant.search import build_index, evaluate_scores, rank_scores, recalls,
 
 
 @pytest.fixture(scope="module")
-def finished(finished, tmp_path_factory):
-    """The suite's finished run, copied for this file's tests, which run snakemake in it and edit
-    it: the suite's own is shared by other workers."""
-    project, result = finished
-    copy = tmp_path_factory.mktemp("finished") / "project"
-    subprocess.run(["cp", "-a", str(project), str(copy)], check=True)
-    return copy, result
+def finished(finished_run, tmp_path_factory):
+    """This file's tests run snakemake in the finished run and edit it: a copy of their own."""
+    return copied(finished_run, tmp_path_factory)
 
 
 # One of each kind the schema accepts, sized for a few hundred vectors.

@@ -12,18 +12,14 @@ from functools import cache
 import pytest
 import yaml
 
-from conftest import ROOT, TINY, dry_run_jobs, make_project, read_summary, snakemake
+from conftest import ROOT, TINY, copied, dry_run_jobs, make_project, read_summary, snakemake
 from reidquant.table import COLUMNS
 
 
 @pytest.fixture(scope="module")
-def finished(finished, tmp_path_factory):
-    """The suite's finished run, copied for this file's tests, which run snakemake in it and edit
-    it: the suite's own is shared by other workers."""
-    project, result = finished
-    copy = tmp_path_factory.mktemp("finished") / "project"
-    subprocess.run(["cp", "-a", str(project), str(copy)], check=True)
-    return copy, result
+def finished(finished_run, tmp_path_factory):
+    """This file's tests run snakemake in the finished run and edit it: a copy of their own."""
+    return copied(finished_run, tmp_path_factory)
 
 
 def test_summary_has_contract_columns_and_rows(finished):
