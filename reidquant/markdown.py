@@ -27,7 +27,8 @@ def _delta(value, low, high) -> str:
 
 def markdown(table: pd.DataFrame, skipped=()) -> str:
     shown = ["variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s", "extract_img_per_s",
-             "speedup_vs_fastest_fp32", "speedup", "rank1", "mAP", "rank1_delta", "mAP_delta", "cos_mean", "top1_agreement", "compile_s"]
+             "speedup_vs_fastest_fp32", "speedup", "rank1", "mAP", "rank1_delta", "mAP_delta", "cos_mean",
+             "top1_agreement", "compile_s"]
     header = "| " + " | ".join(shown) + " |\n|" + "---|" * len(shown) + "\n"
     lines = []
     for _, row in table.iterrows():
@@ -55,8 +56,8 @@ def markdown(table: pd.DataFrame, skipped=()) -> str:
     legend = (f"\nspeedup_vs_fastest_fp32: against the fastest fp32 row of the same device ({fastest}), the fp32 a "
               f"deployer would ship instead; speedup: against eager PyTorch fp32 (the seed's reference), the "
               f"median of per-round ratios timed side by side in the row's own job [10th, 90th percentile of the "
-              f"rounds]; the first is derived from the second of both rows (docs/columns.md). rank1 and mAP in %, [{level} bootstrap interval over "
-              f"queries]; rank1_delta and mAP_delta in points against fp32 on the same device, [{level} paired "
+              f"rounds]; the first is derived from the second of both rows (docs/columns.md). rank1 and mAP in %, "
+              f"[{level} bootstrap interval over queries]; rank1_delta and mAP_delta in points against fp32 on the same device, [{level} paired "
               f"bootstrap interval]; * marks a difference whose interval excludes zero.\n")
     skipped_queries = int(first["num_query"] - first["num_valid_query"])
     if skipped_queries:

@@ -19,9 +19,9 @@ from reidquant.stats import bootstrap_interval
 from reidquant.variants import as_built, labels, verify_artifact
 
 COLUMNS = ["dataset", "weights", "variant", "device", "precision", "runtime", "size_mb", "size_ratio", "model_img_per_s",
-           "extract_img_per_s", "speedup_vs_fastest_fp32", "speedup", "rank1", "rank5", "rank10", "mAP", "mAP_noninterp", "mINP",
-           "mAP_delta", "cos_mean", "cos_min", "top1_agreement", "device_name", "cpu_model", "cpu_isa", "threads",
-           "torch"]
+           "extract_img_per_s", "speedup_vs_fastest_fp32", "speedup", "rank1", "rank5", "rank10", "mAP",
+           "mAP_noninterp", "mINP", "mAP_delta", "cos_mean", "cos_min", "top1_agreement", "device_name", "cpu_model",
+           "cpu_isa", "threads", "torch"]
 # Deployment columns, for each latency batch size b (``benchmark.latency_batches``) ...
 LATENCY = ["latency_b{b}_ms", "latency_b{b}_p90_ms", "latency_speedup_b{b}_vs_fastest_fp32",
            "latency_speedup_b{b}_vs_fastest_fp32_lo", "latency_speedup_b{b}_vs_fastest_fp32_hi", "fastest_fp32_b{b}",
