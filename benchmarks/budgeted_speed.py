@@ -24,7 +24,7 @@ import yaml
 from reidquant.configcheck import checked, schema_part
 from reidquant.data import load_batch
 from reidquant.devices import cpu_model, set_threads
-from reidquant.features import timed
+from reidquant.features import rotating_rounds
 from reidquant.jsonio import read_json, write_text
 from reidquant.market import list_prepared
 from reidquant.variants import complete, load_runner
@@ -73,14 +73,11 @@ def main() -> None:
              "|---|---|---|---|---|---|"]
     for batch_size in args.batch:
         batch = load_batch(gallery[:batch_size], size["height"], size["width"])
-        times = {name: [] for name in names}
         with torch.inference_mode():
             for runner in runners.values():  # compile for the shape, then warm up
                 runner(batch)
                 runner(batch)
-            for round_ in range(args.rounds):
-                for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-                    times[name].append(timed(runners[name], batch))
+        times = rotating_rounds(runners, batch, args.rounds)
         for budgeted, plain in PAIRS.items():
             ratios = np.array(times[plain]) / np.array(times[budgeted])
             info = read_json(args.results / budgeted / "quantize.json")

@@ -29,7 +29,7 @@ import torch
 from reidquant.configcheck import checked, schema_part
 from reidquant.data import load_batch
 from reidquant.devices import cpu_has_bf16, cpu_model, set_threads
-from reidquant.features import Runner, timed
+from reidquant.features import Runner, rotating_rounds, timed
 from reidquant.jsonio import write_text
 from reidquant.market import list_prepared
 from reidquant.variants import complete, load_runner
@@ -99,15 +99,13 @@ def main() -> None:
     height, width = size["height"], size["width"]
     batch = load_batch(gallery[:args.batch], height, width)
     runners = {name: runner.for_latency() for name, runner in runners.items()}
-    compile_s, times = {}, {name: [] for name in runners}
+    compile_s = {}
     with torch.inference_mode():
         for name, runner in runners.items():
             compile_s[name] = timed(runner, batch)
             runner(batch)
-        names = list(runners)
-        for round_ in range(args.rounds):
-            for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # rotate who goes first
-                times[name].append(timed(runners[name], batch))
+    names = list(runners)
+    times = rotating_rounds(runners, batch, args.rounds)
     reference = np.array(times[names[0]])
     lines = [
         f"`benchmarks/int8_runtimes.py --batch {args.batch}` on {cpu_model()} ({threads} threads), torch "

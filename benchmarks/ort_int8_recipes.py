@@ -27,13 +27,12 @@ import onnx
 import onnxruntime as ort
 import torch
 import yaml
-from tqdm import tqdm
 
 from reidquant import sources
 from reidquant.configcheck import checked, schema_part
 from reidquant.data import load_batch
 from reidquant.devices import cpu_flags, cpu_isa, cpu_model, set_threads
-from reidquant.features import embed, timed, timing_images
+from reidquant.features import embed, rotating_rounds, timing_images
 from reidquant.jsonio import write_text
 from reidquant.market import list_prepared
 from reidquant.pipeline import quantize
@@ -67,18 +66,14 @@ def optimized_ops(path: Path, spec: dict, threads: int) -> collections.Counter:
         return collections.Counter(node.op_type for node in graph.node)
 
 
-def rotating_rounds(runners: dict, batch: torch.Tensor, rounds: int, reference: str) -> dict:
-    """Per runner: median seconds per call and the per-round ratios to ``reference``."""
-    names = list(runners)
-    times = {name: [] for name in names}
+def speeds(runners: dict, batch: torch.Tensor, rounds: int, reference: str) -> dict:
+    """Per runner: median seconds per call and the per-round ratios to ``reference``, timed in
+    rotating rounds after two untimed calls each (warm-up and any compilation for this shape)."""
     with torch.inference_mode():
-        for name in names:  # warm-up and any compilation for this shape
-            runners[name](batch)
-            runners[name](batch)
-        for round_ in tqdm(range(rounds), desc=f"batch {len(batch)}", unit="round"):
-            shift = round_ % len(names)
-            for name in names[shift:] + names[:shift]:
-                times[name].append(timed(runners[name], batch))
+        for runner in runners.values():
+            runner(batch)
+            runner(batch)
+    times = rotating_rounds(runners, batch, rounds)
     base = np.array(times[reference])
     return {name: {"median_s": statistics.median(t), "ratios": base / np.array(t)} for name, t in times.items()}
 
@@ -123,7 +118,7 @@ def main() -> None:
     eager = load_runner(args.results / "fp32" / "model", fp32_spec, "cpu", "fp32")
     reference = val_embeddings(eager, args.data, height, width, ms)
     images, _ = timing_images(args.data, height, width, {1, batch_size})
-    speed = {b: rotating_rounds(runners, images[b], args.rounds, "ort_fp32") for b in (batch_size, 1)}
+    speed = {b: speeds(runners, images[b], args.rounds, "ort_fp32") for b in (batch_size, 1)}
     rows = []
     for name, spec in specs.items():
         cosines = np.sum(val_embeddings(runners[name], args.data, height, width, ms) * reference, axis=1)

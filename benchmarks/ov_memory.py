@@ -37,10 +37,9 @@ SETTINGS = {
     "snippets off (variant option snippets: false)": ({}, {"SNIPPETS_MODE": "DISABLE"}),
 }
 MEASURE = r"""
-import gc, json, statistics, sys, time, ctypes
+import json, statistics, sys, time
 import numpy as np
 import openvino as ov
-import torch
 from reidquant.devices import resident_bytes, settled_resident_bytes, set_threads
 
 path, height, width, core_props, compile_props = json.loads(sys.argv[1])

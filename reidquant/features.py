@@ -152,6 +152,19 @@ def side_by_side(runner: Runner, batch: torch.Tensor, warmup: int, rounds: int,
     return timing
 
 
+def rotating_rounds(runners: dict, batch: torch.Tensor, rounds: int) -> dict[str, list[float]]:
+    """Call times of several runners (name -> runner, already warm for ``batch``'s shape) in
+    ``rounds`` rounds, each round calling every runner once, who goes first rotating: a shared
+    machine's drift falls on all of them alike."""
+    names = list(runners)
+    times = {name: [] for name in names}
+    with torch.inference_mode():
+        for round_ in range(rounds):
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                times[name].append(timed(runners[name], batch))
+    return times
+
+
 def model_throughput(runner: Runner, batch: torch.Tensor, warmup: int, repeats: int,
                      reference: Runner | None = None) -> dict:
     """Forward passes per second on a fixed in-memory batch: warm-up (and compilation) excluded.

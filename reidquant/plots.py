@@ -86,8 +86,9 @@ def decision_figure(table: pd.DataFrame, speed: str, what: str, min_cos: float =
                     yerr=[[max(0.0, y - row["mAP_delta_lo"])], [max(0.0, row["mAP_delta_hi"] - y)]],
                     fmt=MARKERS.get(row["device"], "o"), color="tab:blue" if inside else "tab:red",
                     mfc="tab:blue" if inside else "white", markersize=7, capsize=3, lw=1)
+    on_front = pareto_front(table, speed)  # per device
     for device, rows_ in table.groupby("device", sort=False):
-        front = rows_[pareto_front(rows_, speed)].sort_values(speed)
+        front = rows_[on_front[rows_.index]].sort_values(speed)
         # The front as a staircase: what each speed buys at best, down to the fastest row.
         ax.step(front[speed], front["mAP_delta"], where="post", color="grey", lw=1, alpha=0.7, zorder=0)
         ax.plot(front[speed], front["mAP_delta"], "o", ms=14, mfc="none", mec="black", mew=1.2,

@@ -48,6 +48,13 @@ def test_reference_is_timed_in_alternating_rounds(monkeypatch):
     assert "speedup" not in alone
 
 
+def test_rotating_rounds_rotate_who_goes_first():
+    calls = []
+    runners = {name: Runner(lambda x, name=name: calls.append(name) or x.flatten(1)) for name in "abc"}
+    times = features.rotating_rounds(runners, torch.zeros(1, 3, 2, 2), rounds=3)
+    assert calls == list("abcbcacab") and {name: len(t) for name, t in times.items()} == {"a": 3, "b": 3, "c": 3}
+
+
 def write_job(root, variant, ap, rank1, speedup=None, num_query=None, weights="trained", latency_speedup=None,
               cos_min=0.9, size_bytes=None, precision=None, cpu_isa="amx", rounds=5):
     folder = root / variant
