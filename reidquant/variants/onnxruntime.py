@@ -117,9 +117,8 @@ def load(path, spec, device, name, trust_compiled=False):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                                OPTIMIZATION_LEVELS[spec["graph_optimization"]])
-    # Spinning threads keep both cores busy after a call returns: eager fp32, timed next, ran
-    # 111 ms beside it against 81-86 ms alone on a 2-core Zen 3 (benchmarks/ort_spinning.py),
-    # inflating every ratio to it.
+    # Spinning threads keep the cores busy after a call returns and slow whatever runs next, the
+    # eager fp32 it is timed beside included (docs/benchmarks.md, "a runtime that spins").
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spec["allow_spinning"] else "0")
     with stage(name, f"ONNX Runtime session creation from {path}"):
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
